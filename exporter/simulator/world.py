@@ -1,0 +1,350 @@
+"""The simulated Synthbrew backend: deterministic runs that move through their statuses over time.
+
+Scheduled run ``i`` of a source is a pure function of (seed, source, i): when it was queued, how
+long it waited and ran, how it ended. Its status at any instant follows from the clock. Nothing is
+stored for scheduled runs, so a source with years of history costs nothing, and ground truth for a
+test is one function call. Runs started through the regenerate endpoint are the only state.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from uuid import UUID
+
+from exporter.simulator.scenario import Scenario, SimProject, SimSource, stable_uuid
+
+ERRORS = (
+    "target database rejected the connection",
+    "schema version no longer matches the target table",
+    "generator timed out after 3 retries",
+    "foreign key constraint violated on insert",
+)
+
+
+class SimClock:
+    """Wall-clock time that tests can freeze and move; the demo just lets it run."""
+
+    def __init__(self) -> None:
+        self._frozen: datetime | None = None
+        self._offset = timedelta()
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._frozen or datetime.now(UTC) + self._offset
+
+    def set(self, when: datetime) -> None:
+        with self._lock:
+            self._frozen = when
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            if self._frozen is not None:
+                self._frozen += timedelta(seconds=seconds)
+            else:
+                self._offset += timedelta(seconds=seconds)
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._frozen is not None:
+                self._offset = self._frozen - datetime.now(UTC)
+            self._frozen = None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything about one run that does not depend on when you look at it."""
+
+    id: UUID
+    index: int
+    slug: str
+    trigger: str
+    queued_at: datetime
+    started_at: datetime
+    finished_at: datetime
+    final_status: str
+    rows: int
+    error_message: str | None
+    mode: str
+    job_id: str | None = None
+    corrupt: int = -1
+
+    def status_at(self, now: datetime) -> str:
+        if now < self.started_at:
+            return "queued"
+        if now < self.finished_at:
+            return "active"
+        return self.final_status
+
+
+@dataclass
+class SourceState:
+    project: SimProject
+    source: SimSource
+    index: int
+    epoch: datetime
+    seed: str | None = None
+    schema_version_id: UUID | None = None
+    generator_config: dict[str, Any] = field(default_factory=dict)
+    manual: list[RunSpec] = field(default_factory=list)
+    requests: int = 0
+    recent: deque[datetime] = field(default_factory=deque)
+
+    @property
+    def id(self) -> UUID:
+        assert self.source.id is not None
+        return self.source.id
+
+    @property
+    def period(self) -> timedelta:
+        return timedelta(hours=1 / self.source.runs_per_hour)
+
+
+def _lognormal(rng: random.Random, median: float, sigma: float = 0.6) -> float:
+    return median * math.exp(rng.gauss(0, sigma))
+
+
+class World:
+    """All sources of a scenario and their runs, as of ``clock.now()``."""
+
+    def __init__(self, scenario: Scenario, clock: SimClock | None = None) -> None:
+        self.scenario = scenario
+        self.clock = clock or SimClock()
+        self.epoch = scenario.resolved_epoch(self.clock.now())
+        self.team_id = stable_uuid(scenario.seed, "team")
+        self.lock = threading.Lock()
+        self.sources: dict[tuple[UUID, UUID], SourceState] = {}
+        for project in scenario.projects:
+            assert project.id is not None
+            for source in project.sources:
+                assert source.id is not None
+                state = SourceState(project, source, len(self.sources), self.epoch)
+                state.schema_version_id = stable_uuid(scenario.seed, source.id, "schema", 1)
+                self.sources[(project.id, source.id)] = state
+        self._spec = lru_cache(maxsize=250_000)(self._scheduled_spec)
+
+    def projects(self) -> list[SimProject]:
+        return self.scenario.projects
+
+    def source(self, project_id: UUID, source_id: UUID) -> SourceState | None:
+        return self.sources.get((project_id, source_id))
+
+    def _scheduled_spec(self, key: tuple[UUID, UUID], index: int) -> RunSpec:
+        state = self.sources[key]
+        src = state.source
+        rng = random.Random(f"{self.scenario.seed}/{state.id}/{index}")
+        period = state.period.total_seconds()
+        queued = self.epoch + timedelta(seconds=index * period + rng.uniform(0, period / 2))
+        trigger = "regenerate" if rng.random() < src.regenerate_share else "populate"
+        return self._make_spec(
+            state,
+            rng,
+            run_id=stable_uuid(self.scenario.seed, state.id, "run", index),
+            index=index,
+            trigger=trigger,
+            queued_at=queued,
+            wait=_lognormal(rng, src.queue_wait_seconds) if src.queue_wait_seconds else 0.0,
+            duration=_lognormal(rng, src.duration_seconds),
+        )
+
+    def _make_spec(
+        self,
+        state: SourceState,
+        rng: random.Random,
+        *,
+        run_id: UUID,
+        index: int,
+        trigger: str,
+        queued_at: datetime,
+        wait: float,
+        duration: float,
+        job_id: str | None = None,
+    ) -> RunSpec:
+        src = state.source
+        started = queued_at + timedelta(seconds=wait)
+        # Whole milliseconds keep finishedAt - startedAt exactly equal to durationMs.
+        finished = started + timedelta(milliseconds=max(1, round(duration * 1000)))
+        roll = rng.random()
+        if roll < src.failure_rate:
+            final, error = "failed", rng.choice(ERRORS)
+        elif roll < src.failure_rate + src.unknown_status_rate:
+            final, error = "cancelled", None
+        else:
+            final, error = "success", None
+        corrupt = -1
+        if src.faults.invalid_event_rate and rng.random() < src.faults.invalid_event_rate:
+            corrupt = rng.randrange(4)
+        return RunSpec(
+            id=run_id,
+            index=index,
+            slug=f"{src.name}-{index}",
+            trigger=trigger,
+            queued_at=queued_at,
+            started_at=started,
+            finished_at=finished,
+            final_status=final,
+            rows=max(1, round(_lognormal(rng, src.rows_median, 0.8))),
+            error_message=error,
+            mode=src.execution_mode,
+            job_id=job_id,
+            corrupt=corrupt,
+        )
+
+    def runs(self, state: SourceState, now: datetime, limit: int | None = None) -> list[RunSpec]:
+        """The runs queued by ``now``, newest first; only the newest ``limit`` when given."""
+        key = (state.project.id, state.id)
+        assert key[0] is not None
+        period = state.period.total_seconds()
+        elapsed = (now - self.epoch).total_seconds()
+        last = math.floor(elapsed / period) if elapsed >= 0 else -1
+        scheduled: list[RunSpec] = []
+        for index in range(last, -1, -1):
+            spec = self._spec(key, index)
+            if spec.queued_at > now:
+                continue
+            scheduled.append(spec)
+            if limit is not None and len(scheduled) >= limit:
+                break
+        manual = [m for m in state.manual if m.queued_at <= now]
+        if not manual:
+            return scheduled
+        merged = sorted(scheduled + manual, key=lambda r: r.queued_at, reverse=True)
+        return merged[:limit] if limit is not None else merged
+
+    def event(self, state: SourceState, spec: RunSpec, now: datetime) -> dict[str, Any]:
+        """The run as the list endpoint shows it at ``now``."""
+        status = spec.status_at(now)
+        finished = status not in ("queued", "active")
+        if status == "queued":
+            updated, inserted = spec.queued_at, 0
+        elif status == "active":
+            progress = (now - spec.started_at) / (spec.finished_at - spec.started_at)
+            updated, inserted = spec.started_at, int(spec.rows * progress)
+        else:
+            updated = spec.finished_at
+            inserted = spec.rows if status == "success" else spec.rows // 3
+        billable = inserted if finished and status == "success" else 0
+        duration_ms = (spec.finished_at - spec.started_at) // timedelta(milliseconds=1)
+        metadata: dict[str, Any] = {
+            "mode": spec.mode,
+            "targetProvider": state.source.kind,
+            "targetSchema": "public",
+        }
+        if spec.job_id:
+            metadata["queueJobId"] = spec.job_id
+        event: dict[str, Any] = {
+            "id": str(spec.id),
+            "slug": spec.slug,
+            "sourceId": str(state.id),
+            "projectId": str(state.project.id),
+            "teamId": str(self.team_id),
+            "schemaVersionId": str(state.schema_version_id),
+            "trigger": spec.trigger,
+            "status": status,
+            "queuedAt": _iso(spec.queued_at),
+            "startedAt": _iso(spec.started_at) if status != "queued" else None,
+            "finishedAt": _iso(spec.finished_at) if finished else None,
+            "durationMs": duration_ms if finished else None,
+            "totalInsertedRows": inserted,
+            "billableRows": billable,
+            "errorMessage": spec.error_message if status == "failed" else None,
+            "metadata": metadata,
+            "createdAt": _iso(spec.queued_at),
+            "updatedAt": _iso(updated),
+            "workerRegion": "eu-central-1",
+        }
+        return event
+
+    def page(self, state: SourceState, limit: int) -> list[dict[str, Any]]:
+        now = self.clock.now()
+        return [self._served(state, spec, now) for spec in self.runs(state, now, limit)]
+
+    def _served(self, state: SourceState, spec: RunSpec, now: datetime) -> dict[str, Any]:
+        event = self.event(state, spec, now)
+        if spec.corrupt >= 0:
+            corrupt(event, spec.corrupt)
+        return event
+
+    def regenerate(
+        self,
+        state: SourceState,
+        *,
+        seed_given: bool = False,
+        seed: str | None = None,
+        schema_version_id: UUID | None = None,
+        generator_config: dict[str, Any] | None = None,
+    ) -> RunSpec:
+        """Start a run now. Inline sources finish it before answering; queue sources enqueue it."""
+        now = self.clock.now()
+        with self.lock:
+            if seed_given:
+                state.seed = seed
+            if schema_version_id is not None:
+                state.schema_version_id = schema_version_id
+            if generator_config is not None:
+                state.generator_config = generator_config
+            number = len(state.manual)
+            rng = random.Random(f"{self.scenario.seed}/{state.id}/manual/{number}")
+            inline = state.source.execution_mode == "inline"
+            spec = self._make_spec(
+                state,
+                rng,
+                run_id=stable_uuid(self.scenario.seed, state.id, "manual", number),
+                index=number,
+                trigger="regenerate",
+                queued_at=now,
+                wait=0.0 if inline else _lognormal(rng, state.source.queue_wait_seconds or 1),
+                duration=(
+                    max(0.001, state.source.inline_duration_seconds)
+                    if inline
+                    else _lognormal(rng, state.source.duration_seconds)
+                ),
+                job_id=None if inline else f"job-{state.index}-{number}",
+            )
+            spec = RunSpec(**{**spec.__dict__, "slug": f"{state.source.name}-manual-{number}"})
+            state.manual.append(spec)
+            return spec
+
+    def source_object(self, state: SourceState) -> dict[str, Any]:
+        src = state.source
+        runs = self.runs(state, self.clock.now(), 1)
+        return {
+            "id": str(state.id),
+            "slug": src.name,
+            "name": src.name,
+            "description": f"Synthetic {src.name} data",
+            "schemaVersionId": str(state.schema_version_id),
+            "config": {"table": src.name},
+            "kind": src.kind,
+            "seed": state.seed,
+            "generatorConfig": state.generator_config,
+            "rateLimitRpm": src.rate_limit_rpm,
+            "requireAuth": True,
+            "lastGenerationAt": _iso(runs[0].queued_at) if runs else None,
+            "generationAudit": {},
+            "createdAt": _iso(self.epoch),
+            "updatedAt": _iso(self.clock.now()),
+        }
+
+
+def corrupt(event: dict[str, Any], how: int) -> None:
+    """Break one event in one of the ways a buggy upstream might."""
+    if how == 0:
+        event["queuedAt"] = "yesterday"
+    elif how == 1:
+        event["billableRows"] = -5
+    elif how == 2:
+        del event["status"]
+    else:
+        event["id"] = "not-a-uuid"
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
