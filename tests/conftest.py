@@ -1,0 +1,85 @@
+"""Shared fixtures: a simulator on real loopback HTTP, and configs that point at it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from exporter.config import Config, parse_config
+from exporter.httpserver import ThreadedServer
+from exporter.simulator import Scenario, SimClock, SimulatorApp, World
+
+API_KEY = "sb_api_test_0123456789abcdef"
+EPOCH = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+class Sim:
+    """A running simulator: its world (ground truth, clock) and its URL."""
+
+    def __init__(self, world: World, url: str) -> None:
+        self.world = world
+        self.url = url
+        self.base_url = f"{url}/api"
+
+    @property
+    def clock(self) -> SimClock:
+        return self.world.clock
+
+    def ids(self, project: str, source: str) -> tuple[Any, Any]:
+        for p in self.world.scenario.projects:
+            for s in p.sources:
+                if p.name == project and s.name == source:
+                    return p.id, s.id
+        raise KeyError((project, source))
+
+    def state(self, project: str, source: str) -> Any:
+        return self.world.source(*self.ids(project, source))
+
+    def config(self, **api: Any) -> Config:
+        return parse_config(config_data(self, **api), environ={})
+
+
+def make_scenario(sources: list[dict[str, Any]], **extra: Any) -> Scenario:
+    return Scenario.model_validate(
+        {"seed": 7, "epoch": EPOCH, "projects": [{"name": "shop", "sources": sources}], **extra}
+    )
+
+
+def config_data(sim: Sim, **api: Any) -> dict[str, Any]:
+    return {
+        "api": {"base_url": sim.base_url, "api_key": API_KEY, **api},
+        "projects": [
+            {
+                "id": str(p.id),
+                "name": p.name,
+                "sources": [{"id": str(s.id), "name": s.name} for s in p.sources],
+            }
+            for p in sim.world.scenario.projects
+        ],
+    }
+
+
+@pytest.fixture
+def start_sim() -> Iterator[Callable[..., Sim]]:
+    """Start a simulator for a scenario; the clock is frozen at ``now`` (default: 2 h in)."""
+    servers: list[ThreadedServer] = []
+
+    def start(scenario: Scenario, now: datetime | None = None) -> Sim:
+        clock = SimClock()
+        clock.set(now or EPOCH.replace(hour=14))
+        world = World(scenario, clock)
+        server = ThreadedServer(SimulatorApp(world).app).__enter__()
+        servers.append(server)
+        return Sim(world, server.url)
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def sim(start_sim: Callable[..., Sim]) -> Sim:
+    return start_sim(make_scenario([{"name": "orders"}, {"name": "customers"}]))
