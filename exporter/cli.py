@@ -7,7 +7,6 @@ to the modules that do the work. Exit codes: 0 ok, 1 the work failed, 2 bad usag
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,12 +15,16 @@ from typing import Any, NoReturn
 
 import click
 import yaml
+from rich.console import Console
+from rich.progress import Progress
 
-from exporter import __version__
-from exporter.config import ConfigError, load_config
+from exporter import __version__, service
+from exporter.config import DEFAULT_PORT, ConfigError, ServerConfig, load_config
+from exporter.demo import run_demo
 from exporter.logs import setup_logging
 from exporter.simulator import Scenario, SimulatorApp, World, demo_scenario
 from exporter.simulator.serve import serve_simulator
+from exporter.store import StoreError
 
 CONFIG_HELP = "Config file (default: $SYNTHBREW_EXPORTER_CONFIG)."
 
@@ -104,23 +107,84 @@ def simulate(listen: str, scenario_path: Path | None, seed: int | None) -> None:
 
 @main.command()
 @config_option
+def collect(config_path: Path | None) -> None:
+    """Poll every configured source once, then exit: 0 if all were polled, 1 if any failed."""
+    with config_errors():
+        config = load_config(config_path)
+    count = sum(len(p.sources) for p in config.projects)
+    with store_errors(), progress(count) as advance:
+        results = asyncio.run(service.collect(config, lambda _: advance()))
+    failed = [r for r in results if not r.ok]
+    for r in results:
+        if r.ok:
+            gap = "  POSSIBLE MISSED EVENTS" if r.possible_gap else ""
+            click.echo(
+                f"ok      {r.target.name}: {r.received} event(s), {r.new} new,"
+                f" {r.invalid} invalid{gap}"
+            )
+    for r in failed:
+        click.echo(f"FAILED  {r.target.name}: {r.reason}: {r.message}", err=True)
+    click.echo(f"{len(results) - len(failed)}/{len(results)} source(s) polled", err=True)
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@config_option
 @click.option("--demo", is_flag=True, help="Start the built-in simulator and export from it.")
 @click.option("--listen", default=None, help="HOST:PORT for the exporter (default: config).")
 @click.option("--simulator-listen", default="127.0.0.1:9795", show_default=True)
-def run(config_path: Path | None, demo: bool, listen: str | None, simulator_listen: str) -> None:
+@click.option(
+    "--database",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("synthbrew-demo.duckdb"),
+    show_default=True,
+    help="With --demo: the database file.",
+)
+def run(
+    config_path: Path | None,
+    demo: bool,
+    listen: str | None,
+    simulator_listen: str,
+    database: Path,
+) -> None:
     """Poll every source on a schedule and serve metrics (long-running)."""
-    if not demo:
-        with config_errors():
-            load_config(config_path)
-        fail("run without --demo arrives with the collector (issue 3)", code=1)
-    logging.getLogger(__name__).info("demo: the collector is not built yet; simulator only")
-    try:
-        asyncio.run(
-            serve_simulator(
-                SimulatorApp(World(demo_scenario())), simulator_listen, announce=click.echo
+    with store_errors():
+        if demo:
+            asyncio.run(
+                run_demo(
+                    listen=listen or f"127.0.0.1:{DEFAULT_PORT}",
+                    simulator_listen=simulator_listen,
+                    db_path=database,
+                    announce=click.echo,
+                )
             )
-        )
+            return
+        with config_errors():
+            config = load_config(config_path)
+            if listen:
+                config = config.model_copy(
+                    update={"server": ServerConfig(listen=listen)}, deep=True
+                )
+        asyncio.run(service.run(config))
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """The database or a port cannot be used: a clear message and exit 1, not a traceback."""
+    try:
+        yield
+    except StoreError as exc:
+        fail(str(exc), code=1)
     except OSError as exc:
-        fail(f"--simulator-listen {simulator_listen}: {exc.strerror or exc}")
-    except KeyboardInterrupt:
-        pass
+        fail(f"{exc.strerror or exc}", code=1)
+
+
+@contextmanager
+def progress(total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar on a terminal; nothing when output is piped or in CI."""
+    if not sys.stderr.isatty():
+        yield lambda: None
+        return
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("polling", total=total)
+        yield lambda: bar.advance(task)

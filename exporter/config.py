@@ -76,6 +76,16 @@ class ApiConfig(Section):
 class CollectorConfig(Section):
     interval_seconds: float = Field(60.0, ge=1)
     page_limit: int = Field(200, ge=1, le=200)
+    min_interval_seconds: float = Field(
+        5.0, ge=0.1, description="the floor when an overflowing source is polled sooner"
+    )
+    quiet_page_limit: int = Field(
+        20, ge=1, le=200, description="page size for a source with nothing in flight"
+    )
+    stale_after_seconds: float = Field(
+        3600.0, gt=0, description="an unfinished run unseen this long is flagged stale"
+    )
+    shutdown_grace_seconds: float = Field(15.0, ge=0)
 
 
 class DatabaseConfig(Section):

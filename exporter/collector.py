@@ -1,0 +1,284 @@
+"""One poll of one source: fetch, validate, upsert, detect gaps, record the outcome.
+
+The upstream has no cursor, only the newest ``limit`` events, so each poll also decides how the
+next one should look (:func:`plan_next`): sooner when the window overflows, a small page when the
+source is quiet and nothing in flight needs the full window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from pydantic import SecretStr
+
+from exporter.client import SynthbrewClient, UpstreamError
+from exporter.config import CollectorConfig, Config, ProjectConfig, SourceConfig
+from exporter.models import EventPage
+from exporter.selfmetrics import ExporterStats
+from exporter.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A configured source, with everything needed to poll it."""
+
+    project: ProjectConfig
+    source: SourceConfig
+    api_key: SecretStr
+    interval_seconds: float
+
+    @property
+    def key(self) -> tuple[UUID, UUID]:
+        return self.project.id, self.source.id
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return self.project.name, self.source.name
+
+    @property
+    def name(self) -> str:
+        return f"{self.project.name}/{self.source.name}"
+
+
+def targets(config: Config) -> list[Target]:
+    return [
+        Target(
+            project=project,
+            source=source,
+            api_key=config.api_key_for(project),
+            interval_seconds=source.interval_seconds or config.collector.interval_seconds,
+        )
+        for project in config.projects
+        for source in project.sources
+    ]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the next poll of a source should look."""
+
+    limit: int
+    interval_seconds: float
+
+
+def plan_next(
+    cfg: CollectorConfig,
+    base_interval: float,
+    current: Plan,
+    *,
+    requested: int,
+    received: int,
+    new: int,
+    in_flight: int,
+    first: bool = False,
+) -> Plan:
+    """The adaptive rule, documented in the README under "Adaptive polling".
+
+    - Overflowing (a full window where at least half the events are new, i.e. more than half a
+      window arrived since the last poll): halve the interval, down to ``min_interval_seconds``.
+      Otherwise double it back up to the configured interval. A source's first poll finds
+      everything new and says nothing about its rate, so it never counts as overflowing.
+    - Quiet (nothing in flight and fewer new events than half the small page): ask for
+      ``quiet_page_limit`` events next time; anything else gets the full ``page_limit``.
+    """
+    full = cfg.page_limit
+    overflowing = not first and requested == full and received >= full and new * 2 >= full
+    if overflowing:
+        interval = max(cfg.min_interval_seconds, current.interval_seconds / 2)
+    else:
+        interval = min(base_interval, current.interval_seconds * 2)
+    small = min(cfg.quiet_page_limit, full)
+    quiet = in_flight == 0 and new * 2 < small
+    return Plan(limit=small if quiet else full, interval_seconds=interval)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    target: Target
+    ok: bool
+    duration_seconds: float
+    plan: Plan
+    reason: str | None = None
+    message: str | None = None
+    requested: int = 0
+    received: int = 0
+    new: int = 0
+    invalid: int = 0
+    possible_gap: bool = False
+    stale_marked: int = 0
+
+
+class Collector:
+    """Polls sources into the store. Holds each source's adaptive plan between polls."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: SynthbrewClient,
+        store: Store,
+        stats: ExporterStats,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.store = store
+        self.stats = stats
+        self._now = now
+        self.plans: dict[tuple[UUID, UUID], Plan] = {}
+        self._polled_before: set[tuple[UUID, UUID]] = set()
+        self.last_results: dict[tuple[UUID, UUID], PollResult] = {}
+
+    def warm_start(self, all_targets: Sequence[Target]) -> None:
+        """Resume each source's plan and "first poll done" from the store after a restart."""
+        states = self.store.poll_states()
+        full = self.config.collector.page_limit
+        for target in all_targets:
+            self.stats.register_source(*target.labels)
+            state = states.get(target.key)
+            limit, interval = full, target.interval_seconds
+            if state is not None:
+                if state.successful_polls > 0:
+                    self._polled_before.add(target.key)
+                limit = min(state.page_limit or full, full)
+                interval = min(state.interval_seconds or interval, interval)
+            self.plans[target.key] = Plan(limit=limit, interval_seconds=interval)
+
+    def plan(self, target: Target) -> Plan:
+        return self.plans.get(
+            target.key, Plan(self.config.collector.page_limit, target.interval_seconds)
+        )
+
+    async def poll(self, target: Target) -> PollResult:
+        started = time.perf_counter()
+        plan = self.plan(target)
+        try:
+            result = await self._poll(target, plan, started)
+        except UpstreamError as exc:
+            result = PollResult(
+                target=target,
+                ok=False,
+                duration_seconds=time.perf_counter() - started,
+                plan=replace(plan, limit=self.config.collector.page_limit),
+                reason=exc.reason,
+                message=str(exc),
+            )
+            log.warning("poll %s failed (%s): %s", target.name, exc.reason, exc)
+        self.plans[target.key] = result.plan
+        await self.store.call(
+            self.store.record_poll,
+            *target.key,
+            now=self._now(),
+            ok=result.ok,
+            reason=result.reason,
+            message=result.message,
+            page_limit=result.plan.limit,
+            interval_seconds=result.plan.interval_seconds,
+        )
+        self._observe(result)
+        return result
+
+    async def _poll(self, target: Target, plan: Plan, started: float) -> PollResult:
+        cfg = self.config.collector
+        requested = plan.limit
+        page = await self._fetch(target, requested)
+        known = await asyncio.to_thread(self._known, page)
+        if requested < cfg.page_limit and page.raw_count >= requested and known == 0:
+            # The small page was all new, so more may be hiding behind it: take the full window.
+            requested = cfg.page_limit
+            page = await self._fetch(target, requested)
+            known = await asyncio.to_thread(self._known, page)
+        full_window = requested == cfg.page_limit
+        ingest = await self.store.call(
+            self.store.ingest,
+            *target.key,
+            page.events,
+            now=self._now(),
+            stale_after=timedelta(seconds=cfg.stale_after_seconds) if full_window else None,
+        )
+        first = target.key not in self._polled_before
+        gap = (
+            not first
+            and full_window
+            and page.raw_count >= requested
+            and known == 0
+        )
+        self._polled_before.add(target.key)
+        if gap:
+            log.warning(
+                "poll %s: a full page of %d events, none seen before: older events may have"
+                " been missed; polling sooner",
+                target.name,
+                page.raw_count,
+            )
+        for bad in page.invalid:
+            log.warning(
+                "poll %s: skipped invalid event %s: %s", target.name, bad.event_id, bad.error
+            )
+        in_flight = await asyncio.to_thread(self.store.in_flight, *target.key)
+        next_plan = plan_next(
+            cfg,
+            target.interval_seconds,
+            plan,
+            requested=requested,
+            received=page.raw_count,
+            new=ingest.new,
+            in_flight=in_flight,
+            first=first,
+        )
+        return PollResult(
+            target=target,
+            ok=True,
+            duration_seconds=time.perf_counter() - started,
+            plan=next_plan,
+            requested=requested,
+            received=page.raw_count,
+            new=ingest.new,
+            invalid=len(page.invalid),
+            possible_gap=gap,
+            stale_marked=ingest.stale_marked,
+        )
+
+    async def _fetch(self, target: Target, limit: int) -> EventPage:
+        return await self.client.list_generation_events(
+            *target.key, api_key=target.api_key, limit=limit
+        )
+
+    def _known(self, page: EventPage) -> int:
+        return self.store.count_known([e.id for e in page.events])
+
+    def _observe(self, result: PollResult) -> None:
+        self.last_results[result.target.key] = result
+        labels = result.target.labels
+        self.stats.polls.labels(*labels, "success" if result.ok else "error").inc()
+        self.stats.poll_duration.labels(*labels).observe(result.duration_seconds)
+        self.stats.source_up.labels(*labels).set(1 if result.ok else 0)
+        if result.reason:
+            self.stats.poll_errors.labels(*labels, result.reason).inc()
+        if result.invalid:
+            self.stats.invalid_events.labels(*labels).inc(result.invalid)
+        if result.possible_gap:
+            self.stats.possible_missed.labels(*labels).inc()
+
+
+async def collect_once(
+    collector: Collector,
+    all_targets: Sequence[Target],
+    on_done: Callable[[PollResult], object] = lambda _: None,
+) -> list[PollResult]:
+    """Poll every target once, concurrently; the client's semaphore bounds requests in flight."""
+
+    async def one(target: Target) -> PollResult:
+        result = await collector.poll(target)
+        on_done(result)
+        return result
+
+    return list(await asyncio.gather(*(one(t) for t in all_targets)))

@@ -1,0 +1,427 @@
+"""DuckDB storage: schema and migrations, page upserts, poll state.
+
+One :class:`Store` owns the database file. All writes run on its single writer thread, so the
+event loop never blocks on DuckDB and two writes never interleave; readers take their own cursor.
+A page is upserted in one transaction through Arrow: DuckDB sees one columnar table and one
+``INSERT ... ON CONFLICT`` statement, never a row at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+from uuid import UUID
+
+import duckdb
+import pyarrow as pa
+
+from exporter.models import GenerationEvent
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE events (
+        id UUID PRIMARY KEY,
+        project_id UUID NOT NULL,
+        source_id UUID NOT NULL,
+        team_id UUID,
+        schema_version_id UUID,
+        slug VARCHAR,
+        trigger VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        queued_at TIMESTAMPTZ NOT NULL,
+        started_at TIMESTAMPTZ,
+        finished_at TIMESTAMPTZ,
+        duration_ms BIGINT,
+        total_inserted_rows BIGINT NOT NULL,
+        billable_rows BIGINT NOT NULL,
+        error_message VARCHAR,
+        metadata JSON,
+        extra JSON,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ,
+        first_seen_at TIMESTAMPTZ NOT NULL,
+        last_seen_at TIMESTAMPTZ NOT NULL,
+        stale_since TIMESTAMPTZ
+    );
+    CREATE TABLE poll_state (
+        project_id UUID NOT NULL,
+        source_id UUID NOT NULL,
+        last_poll_at TIMESTAMPTZ,
+        last_success_at TIMESTAMPTZ,
+        last_outcome VARCHAR,
+        last_error_reason VARCHAR,
+        last_error_message VARCHAR,
+        newest_event_id UUID,
+        newest_event_queued_at TIMESTAMPTZ,
+        page_limit INTEGER,
+        interval_seconds DOUBLE,
+        successful_polls BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (project_id, source_id)
+    );
+    """,
+)
+
+# The columns a page carries, in table order, with their Arrow types. UUIDs and JSON travel as
+# strings and are cast in SQL: Arrow has no portable UUID type.
+PAGE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("project_id", pa.string()),
+        ("source_id", pa.string()),
+        ("team_id", pa.string()),
+        ("schema_version_id", pa.string()),
+        ("slug", pa.string()),
+        ("trigger", pa.string()),
+        ("status", pa.string()),
+        ("queued_at", pa.timestamp("us", tz="UTC")),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("duration_ms", pa.int64()),
+        ("total_inserted_rows", pa.int64()),
+        ("billable_rows", pa.int64()),
+        ("error_message", pa.string()),
+        ("metadata", pa.string()),
+        ("extra", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("updated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+_CASTS = {
+    "id": "UUID",
+    "project_id": "UUID",
+    "source_id": "UUID",
+    "team_id": "UUID",
+    "schema_version_id": "UUID",
+    "metadata": "JSON",
+    "extra": "JSON",
+}
+_COLUMNS = PAGE_SCHEMA.names
+_SELECT = ", ".join(f"{c}::{_CASTS[c]} AS {c}" if c in _CASTS else c for c in _COLUMNS)
+_VERSION = "coalesce({t}.updated_at, {t}.created_at)"
+_NEWER = f"{_VERSION.format(t='excluded')} >= {_VERSION.format(t='events')}"
+# A page may list one id twice, and ON CONFLICT cannot touch a row twice in one statement, so
+# the newest copy of each id is kept. An older copy (by updatedAt) never overwrites a newer
+# stored one; the sighting (last_seen_at) is recorded either way. Built from constants only.
+_SET = ", ".join(
+    f"{c} = CASE WHEN {_NEWER} THEN excluded.{c} ELSE events.{c} END" for c in _COLUMNS if c != "id"
+)
+_UPSERT = f"""
+INSERT INTO events ({", ".join(_COLUMNS)}, first_seen_at, last_seen_at, stale_since)
+WITH page_dedup AS (
+    SELECT * FROM page
+    QUALIFY row_number() OVER (
+        PARTITION BY id ORDER BY coalesce(updated_at, created_at) DESC, status
+    ) = 1
+)
+SELECT {_SELECT}, $now, $now, NULL FROM page_dedup
+ON CONFLICT (id) DO UPDATE SET {_SET}, last_seen_at = excluded.last_seen_at, stale_since = NULL
+"""  # noqa: S608
+
+
+class StoreError(Exception):
+    """The database cannot be opened or written, worded for the operator."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    received: int
+    new: int
+    stale_marked: int
+
+
+@dataclass(frozen=True)
+class PollState:
+    project_id: UUID
+    source_id: UUID
+    last_poll_at: datetime | None
+    last_success_at: datetime | None
+    last_outcome: str | None
+    last_error_reason: str | None
+    last_error_message: str | None
+    page_limit: int | None
+    interval_seconds: float | None
+    successful_polls: int
+
+
+def page_table(events: Sequence[GenerationEvent]) -> pa.Table:
+    """Turn validated events into one Arrow table, column by column."""
+    columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+    for e in events:
+        columns["id"].append(str(e.id))
+        columns["project_id"].append(str(e.project_id))
+        columns["source_id"].append(str(e.source_id))
+        columns["team_id"].append(str(e.team_id) if e.team_id else None)
+        columns["schema_version_id"].append(
+            str(e.schema_version_id) if e.schema_version_id else None
+        )
+        columns["slug"].append(e.slug)
+        columns["trigger"].append(e.trigger)
+        columns["status"].append(e.status)
+        columns["queued_at"].append(e.queued_at)
+        columns["started_at"].append(e.started_at)
+        columns["finished_at"].append(e.finished_at)
+        columns["duration_ms"].append(e.duration_ms)
+        columns["total_inserted_rows"].append(e.total_inserted_rows)
+        columns["billable_rows"].append(e.billable_rows)
+        columns["error_message"].append(e.error_message)
+        columns["metadata"].append(json.dumps(e.metadata))
+        columns["extra"].append(json.dumps(e.extra_fields, default=str))
+        columns["created_at"].append(e.created_at)
+        columns["updated_at"].append(e.updated_at)
+    return pa.table(columns, schema=PAGE_SCHEMA)
+
+
+class Store:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._conn = _connect(self.path, read_only)
+        self._lock = threading.Lock()
+        self._readers = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-writer")
+        if not read_only:
+            self._migrate()
+
+    def close(self, checkpoint: bool = True) -> None:
+        """Finish queued writes, then checkpoint so the next start needs no WAL replay.
+
+        A failed checkpoint loses nothing (the WAL holds every commit), so it is only logged.
+        """
+        self._writer.shutdown(wait=True)
+        with self._lock:
+            for cur in self._cursors:
+                cur.close()
+            if checkpoint and not self.read_only:
+                try:
+                    self._conn.execute("CHECKPOINT")
+                except duckdb.Error as exc:
+                    log.warning("checkpoint on close skipped: %s", _first_line(exc))
+            self._conn.close()
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a store method on the writer thread, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, lambda: fn(*args, **kwargs))
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's reader cursor: reads run beside the writer, never on its connection."""
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._readers, "cursor", None)
+        if cur is None:
+            with self._lock:
+                cur = self._conn.cursor()
+                self._cursors.append(cur)
+            cur.execute("SET TimeZone = 'UTC'")
+            self._readers.cursor = cur
+        return cur
+
+    def schema_version(self) -> int:
+        row = self._conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _migrate(self) -> None:
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        current = self.schema_version()
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: database schema v{current} is newer than this exporter"
+                f" (v{len(MIGRATIONS)}); upgrade synthbrew-exporter"
+            )
+        for version, sql in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self._transaction():
+                self._conn.execute(sql)
+                self._conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", [version])
+            log.info("database %s migrated to schema v%d", self.path, version)
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+    def ingest(
+        self,
+        project_id: UUID,
+        source_id: UUID,
+        events: Sequence[GenerationEvent],
+        *,
+        now: datetime,
+        stale_after: timedelta | None = None,
+    ) -> IngestResult:
+        """Upsert one page and flag in-progress runs that left the window long ago.
+
+        ``stale_after`` is given only when the page was the full window: a run missing from a
+        deliberately small page has not left anything.
+        """
+        table = page_table(events)
+        with self._lock, self._transaction():
+            conn = self._conn
+            conn.register("page", table)
+            try:
+                row = conn.execute(
+                    "SELECT count(DISTINCT id) FROM page"
+                    " WHERE id::UUID NOT IN (SELECT id FROM events)"
+                ).fetchone()
+                new = int(row[0]) if row else 0
+                conn.execute(_UPSERT, {"now": now})
+                stale = 0
+                if stale_after is not None:
+                    stale = self._mark_stale(project_id, source_id, now, stale_after)
+            finally:
+                conn.unregister("page")
+        return IngestResult(received=table.num_rows, new=new, stale_marked=stale)
+
+    def _mark_stale(
+        self, project_id: UUID, source_id: UUID, now: datetime, stale_after: timedelta
+    ) -> int:
+        row = self._conn.execute(
+            """
+            UPDATE events SET stale_since = $now
+            WHERE project_id = $project AND source_id = $source
+              AND stale_since IS NULL AND finished_at IS NULL AND status IN ('queued', 'active')
+              AND id NOT IN (SELECT id::UUID FROM page)
+              AND last_seen_at < $cutoff
+            RETURNING id
+            """,
+            {
+                "now": now,
+                "project": project_id,
+                "source": source_id,
+                "cutoff": now - stale_after,
+            },
+        ).fetchall()
+        return len(row)
+
+    def record_poll(
+        self,
+        project_id: UUID,
+        source_id: UUID,
+        *,
+        now: datetime,
+        ok: bool,
+        reason: str | None = None,
+        message: str | None = None,
+        page_limit: int | None = None,
+        interval_seconds: float | None = None,
+    ) -> None:
+        with self._lock, self._transaction():
+            self._conn.execute(
+                """
+                INSERT INTO poll_state AS s (project_id, source_id, last_poll_at, last_success_at,
+                    last_outcome, last_error_reason, last_error_message, page_limit,
+                    interval_seconds, successful_polls, newest_event_id, newest_event_queued_at)
+                SELECT $project, $source, $now, CASE WHEN $ok THEN $now END,
+                    CASE WHEN $ok THEN 'success' ELSE 'error' END, $reason, $message, $limit,
+                    $interval, CASE WHEN $ok THEN 1 ELSE 0 END, newest.id, newest.queued_at
+                FROM (SELECT 1) LEFT JOIN (
+                    SELECT id, queued_at FROM events
+                    WHERE project_id = $project AND source_id = $source
+                    ORDER BY queued_at DESC LIMIT 1
+                ) newest ON true
+                ON CONFLICT (project_id, source_id) DO UPDATE SET
+                    last_poll_at = excluded.last_poll_at,
+                    last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
+                    last_outcome = excluded.last_outcome,
+                    last_error_reason = excluded.last_error_reason,
+                    last_error_message = excluded.last_error_message,
+                    page_limit = coalesce(excluded.page_limit, s.page_limit),
+                    interval_seconds = coalesce(excluded.interval_seconds, s.interval_seconds),
+                    successful_polls = s.successful_polls + excluded.successful_polls,
+                    newest_event_id = excluded.newest_event_id,
+                    newest_event_queued_at = excluded.newest_event_queued_at
+                """,
+                {
+                    "project": project_id,
+                    "source": source_id,
+                    "now": now,
+                    "ok": ok,
+                    "reason": reason,
+                    "message": message,
+                    "limit": page_limit,
+                    "interval": interval_seconds,
+                },
+            )
+
+    def poll_states(self) -> dict[tuple[UUID, UUID], PollState]:
+        cur = self.cursor()
+        rows = cur.execute(
+            """SELECT project_id, source_id, last_poll_at, last_success_at, last_outcome,
+                      last_error_reason, last_error_message, page_limit, interval_seconds,
+                      successful_polls
+               FROM poll_state"""
+        ).fetchall()
+        return {(r[0], r[1]): PollState(*r) for r in rows}
+
+    def count_known(self, ids: Sequence[UUID]) -> int:
+        """How many of these ids are stored already: the gap check and the small-page fallback."""
+        if not ids:
+            return 0
+        row = (
+            self.cursor()
+            .execute(
+                "SELECT count(*) FROM events WHERE id IN (SELECT unnest($ids::UUID[]))",
+                {"ids": [str(i) for i in ids]},
+            )
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def in_flight(self, project_id: UUID, source_id: UUID) -> int:
+        """Runs this source still has queued or active (and not written off as stale)."""
+        row = (
+            self.cursor()
+            .execute(
+                """SELECT count(*) FROM events
+               WHERE project_id = ? AND source_id = ? AND stale_since IS NULL
+                 AND finished_at IS NULL AND status IN ('queued', 'active')""",
+                [project_id, source_id],
+            )
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def checkpoint(self) -> None:
+        with self._lock:
+            self._conn.execute("CHECKPOINT")
+
+
+class _Transaction:
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN TRANSACTION")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = duckdb.connect(str(path), read_only=read_only)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create the database directory: {exc.strerror}") from None
+    except duckdb.IOException as exc:
+        raise StoreError(f"{path}: cannot open the database: {_first_line(exc)}") from None
+    except duckdb.Error as exc:
+        raise StoreError(f"{path}: not a usable DuckDB database: {_first_line(exc)}") from None
+    conn.execute("SET TimeZone = 'UTC'")
+    return conn
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
