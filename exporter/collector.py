@@ -205,12 +205,7 @@ class Collector:
             stale_after=timedelta(seconds=cfg.stale_after_seconds) if full_window else None,
         )
         first = target.key not in self._polled_before
-        gap = (
-            not first
-            and full_window
-            and page.raw_count >= requested
-            and known == 0
-        )
+        gap = not first and full_window and page.raw_count >= requested and known == 0
         self._polled_before.add(target.key)
         if gap:
             log.warning(

@@ -58,6 +58,11 @@ class PollScheduler:
         self._scheduler.start()
         log.info("scheduler started: %d source(s)", len(self.targets))
 
+    def interval(self, target: Target) -> float:
+        """The interval the source's job runs at now (adaptive polling changes it)."""
+        job = self._scheduler.get_job(target.name)
+        return float(job.trigger.interval.total_seconds()) if job else 0.0
+
     @property
     def all_polled(self) -> bool:
         return len(self.polled) == len(self.targets)

@@ -83,3 +83,14 @@ def start_sim() -> Iterator[Callable[..., Sim]]:
 @pytest.fixture
 def sim(start_sim: Callable[..., Sim]) -> Sim:
     return start_sim(make_scenario([{"name": "orders"}, {"name": "customers"}]))
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 20.0) -> None:
+    """Wait until ``predicate()`` holds; fail the test if it does not ``within`` seconds."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)

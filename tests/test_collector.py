@@ -1,0 +1,245 @@
+"""One poll of one source, against the simulator over loopback and a real DuckDB file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.client import SynthbrewClient
+from exporter.collector import Collector, Plan, PollResult, collect_once, plan_next, targets
+from exporter.config import CollectorConfig, parse_config
+from exporter.selfmetrics import ExporterStats
+from exporter.store import Store
+from tests.conftest import Sim, config_data, make_scenario
+
+
+@asynccontextmanager
+async def running(
+    sim: Sim, db: Path, api: dict[str, Any] | None = None, **collector: Any
+) -> AsyncIterator[tuple[Collector, Store, CollectorRegistry]]:
+    data = config_data(sim, **(api or {}))
+    data["collector"] = collector
+    data["database"] = {"path": str(db)}
+    config = parse_config(data, environ={})
+    store = Store(config.database.path)
+    registry = CollectorRegistry()
+    try:
+        async with SynthbrewClient(config.api) as client:
+            c = Collector(config, client, store, ExporterStats(registry))
+            c.warm_start(targets(config))
+            yield c, store, registry
+    finally:
+        store.close()
+
+
+def target(c: Collector, name: str) -> Any:
+    return next(t for t in targets(c.config) if t.source.name == name)
+
+
+def stored(store: Store, sql: str = "SELECT id, status FROM events") -> dict[Any, Any]:
+    return dict(store.cursor().execute(sql).fetchall())
+
+
+def truth(sim: Sim, source: str) -> dict[Any, str]:
+    state = sim.state("shop", source)
+    now = sim.clock.now()
+    return {r.id: r.status_at(now) for r in sim.world.runs(state, now)}
+
+
+async def test_each_run_stored_once_however_often_polled(sim: Sim, tmp_path: Path) -> None:
+    async with running(sim, tmp_path / "x.duckdb") as (c, store, _):
+        for _ in range(3):
+            result = await c.poll(target(c, "orders"))
+            assert result.ok
+        assert stored(store) == truth(sim, "orders")
+        finished = (
+            store.cursor()
+            .execute(
+                "SELECT count(*), count(DISTINCT id) FROM events WHERE finished_at IS NOT NULL"
+            )
+            .fetchone()
+        )
+    assert finished is not None
+    assert finished[0] == finished[1] > 0
+
+
+async def test_status_transitions_follow_the_upstream(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim(make_scenario([{"name": "orders", "duration_seconds": 900}]))
+    async with running(sim, tmp_path / "x.duckdb") as (c, store, _):
+        await c.poll(target(c, "orders"))
+        before = stored(store)
+        in_progress = {i for i, s in before.items() if s in ("queued", "active")}
+        assert in_progress, "the scenario has runs in flight at the frozen instant"
+        sim.clock.advance(3 * 3600)
+        await c.poll(target(c, "orders"))
+        after = stored(store)
+    assert all(after[i] in ("success", "failed") for i in in_progress)
+    assert {i: s for i, s in after.items() if i in truth(sim, "orders")} == truth(sim, "orders")
+
+
+async def test_window_overflow_is_detected(start_sim: Callable[..., Sim], tmp_path: Path) -> None:
+    sim = start_sim(make_scenario([{"name": "orders", "runs_per_hour": 600}]))
+    async with running(sim, tmp_path / "x.duckdb") as (c, _, registry):
+        first = await c.poll(target(c, "orders"))
+        assert not first.possible_gap, "the first poll cannot know what came before"
+        sim.clock.advance(3600)
+        second = await c.poll(target(c, "orders"))
+        sim.clock.advance(60)
+        third = await c.poll(target(c, "orders"))
+    assert second.possible_gap
+    assert second.plan.interval_seconds == 30, "polled sooner after an overflow"
+    assert not third.possible_gap
+    value = registry.get_sample_value(
+        "synthbrew_exporter_possible_missed_events_total", {"project": "shop", "source": "orders"}
+    )
+    assert value == 1
+
+
+async def test_quiet_source_gets_a_small_page_and_falls_back(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim(make_scenario([{"name": "orders", "runs_per_hour": 6, "duration_seconds": 10}]))
+    async with running(sim, tmp_path / "x.duckdb") as (c, store, _):
+        first = await c.poll(target(c, "orders"))
+        assert first.requested == 200
+        assert first.plan.limit == 200, "everything is new on a first poll"
+        second = await c.poll(target(c, "orders"))
+        assert second.plan.limit == 20, "nothing new and nothing in flight: a small page next"
+        quiet = await c.poll(target(c, "orders"))
+        assert quiet.requested == 20
+        sim.clock.advance(6 * 3600)
+        burst = await c.poll(target(c, "orders"))
+        assert stored(store) == truth(sim, "orders")
+    assert burst.requested == 200, "the small page was all new, so the full window was fetched"
+
+
+async def test_invalid_events_are_skipped_and_counted(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim(
+        make_scenario(
+            [{"name": "orders", "runs_per_hour": 60, "faults": {"invalid_event_rate": 0.2}}]
+        )
+    )
+    async with running(sim, tmp_path / "x.duckdb") as (c, store, registry):
+        result = await c.poll(target(c, "orders"))
+        ids = set(stored(store))
+    state = sim.state("shop", "orders")
+    runs = sim.world.runs(state, sim.clock.now(), 200)
+    corrupt = {r.id for r in runs if r.corrupt >= 0}
+    assert result.ok
+    assert result.invalid == len(corrupt) > 0
+    assert ids == {r.id for r in runs} - corrupt
+    labels = {"project": "shop", "source": "orders"}
+    assert registry.get_sample_value("synthbrew_exporter_invalid_events_total", labels) == len(
+        corrupt
+    )
+
+
+@pytest.mark.parametrize(
+    ("faults", "reason"),
+    [
+        ({"status": 503}, "http_5xx"),
+        ({"status": 401}, "auth"),
+        ({"status": 404}, "http_4xx"),
+        ({"malformed_rate": 1.0}, "invalid_response"),
+        ({"hang_seconds": 3}, "timeout"),
+    ],
+)
+async def test_failing_source_is_recorded_and_does_not_block_others(
+    start_sim: Callable[..., Sim], tmp_path: Path, faults: dict[str, Any], reason: str
+) -> None:
+    sim = start_sim(make_scenario([{"name": "bad", "faults": faults}, {"name": "good"}]))
+    api = {"timeout_seconds": 1, "retry": {"attempts": 2, "backoff_seconds": 0.05}}
+    order: list[str] = []
+    async with running(sim, tmp_path / "x.duckdb", api) as (c, store, registry):
+        results = await collect_once(
+            c, targets(c.config), lambda r: order.append(r.target.source.name)
+        )
+        by_name = {r.target.source.name: r for r in results}
+        states = store.poll_states()
+    assert by_name["good"].ok
+    assert not by_name["bad"].ok
+    assert by_name["bad"].reason == reason
+    if faults.get("hang_seconds"):
+        assert order == ["good", "bad"], "the healthy source finished while the other hung"
+    bad_state = states[target(c, "bad").key]
+    assert (bad_state.last_outcome, bad_state.last_error_reason) == ("error", reason)
+    labels = {"project": "shop", "source": "bad"}
+    assert registry.get_sample_value("synthbrew_exporter_source_up", labels) == 0
+    assert (
+        registry.get_sample_value(
+            "synthbrew_exporter_poll_errors_total", {**labels, "reason": reason}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value("synthbrew_exporter_polls_total", {**labels, "outcome": "error"})
+        == 1
+    )
+    good = {"project": "shop", "source": "good"}
+    assert registry.get_sample_value("synthbrew_exporter_source_up", good) == 1
+
+
+async def test_rate_limited_source_reports_rate_limited(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim(make_scenario([{"name": "orders", "rate_limit_rpm": 1}]))
+    api = {"retry": {"attempts": 2, "max_retry_after_seconds": 1}}
+    async with running(sim, tmp_path / "x.duckdb", api) as (c, _, _):
+        assert (await c.poll(target(c, "orders"))).ok
+        limited = await c.poll(target(c, "orders"))
+    assert limited.reason == "rate_limited"
+
+
+async def test_restart_resumes_the_same_state(sim: Sim, tmp_path: Path) -> None:
+    db = tmp_path / "x.duckdb"
+    async with running(sim, db, quiet_page_limit=10) as (c, store, _):
+        await c.poll(target(c, "orders"))
+        plan = c.plan(target(c, "orders"))
+        before = stored(store)
+    async with running(sim, db, quiet_page_limit=10) as (c, store, _):
+        assert c.plan(target(c, "orders")) == plan, "adaptive plan restored from poll_state"
+        assert stored(store) == before
+        again = await c.poll(target(c, "orders"))
+    assert not again.possible_gap
+    assert again.new == 0
+
+
+def test_plan_next_rule() -> None:
+    cfg = CollectorConfig(
+        interval_seconds=60, page_limit=200, quiet_page_limit=20, min_interval_seconds=10
+    )
+    full = Plan(200, 60)
+    busy = plan_next(cfg, 60, full, requested=200, received=200, new=150, in_flight=3)
+    assert busy == Plan(200, 30)
+    busier = plan_next(cfg, 60, Plan(200, 15), requested=200, received=200, new=200, in_flight=0)
+    assert busier == Plan(200, 10), "never below the floor"
+    calm = plan_next(cfg, 60, Plan(200, 15), requested=200, received=200, new=5, in_flight=0)
+    assert calm == Plan(20, 30), "back toward the interval, small page"
+    first = plan_next(cfg, 60, full, requested=200, received=200, new=200, in_flight=0, first=True)
+    assert first.interval_seconds == 60
+    waiting = plan_next(cfg, 60, full, requested=200, received=50, new=0, in_flight=1)
+    assert waiting == Plan(200, 60), "a run in flight needs the full window"
+
+
+async def test_polls_run_concurrently_within_max_concurrency(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sources = [{"name": f"s{i}", "faults": {"latency_ms": 300}} for i in range(4)]
+    sim = start_sim(make_scenario(sources))
+    loop = asyncio.get_running_loop()
+    async with running(sim, tmp_path / "x.duckdb", {"max_concurrency": 4}) as (c, _, _):
+        started = loop.time()
+        results: list[PollResult] = await collect_once(c, targets(c.config))
+        elapsed = loop.time() - started
+    assert all(r.ok for r in results)
+    assert elapsed < 4 * 0.3, "four 300 ms polls overlapped instead of queueing"

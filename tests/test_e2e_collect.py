@@ -1,0 +1,182 @@
+"""The real console script against the simulator: ``collect`` and ``run`` end to end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+
+from tests.conftest import Sim, config_data, make_scenario
+from tests.test_cli import EXE
+
+pytestmark = pytest.mark.e2e
+
+
+def write_config(sim: Sim, tmp_path: Path, **collector: Any) -> Path:
+    data = config_data(sim, timeout_seconds=1, retry={"attempts": 1})
+    data["database"] = {"path": str(tmp_path / "x.duckdb")}
+    data["collector"] = collector
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def db_events(tmp_path: Path) -> dict[Any, str]:
+    conn = duckdb.connect(str(tmp_path / "x.duckdb"), read_only=True)
+    try:
+        return dict(conn.execute("SELECT id, status FROM events").fetchall())
+    finally:
+        conn.close()
+
+
+def all_truth(sim: Sim, *names: str) -> dict[Any, str]:
+    now = sim.clock.now()
+    out = {}
+    for name in names:
+        state = sim.state("shop", name)
+        out |= {r.id: r.status_at(now) for r in sim.world.runs(state, now)}
+    return out
+
+
+def test_collect_exits_0_when_every_source_was_polled(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim(make_scenario([{"name": "orders"}, {"name": "customers"}]))
+    result = subprocess.run(
+        [EXE, "collect", "--config", str(write_config(sim, tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2/2 source(s) polled" in result.stderr
+    assert db_events(tmp_path) == all_truth(sim, "orders", "customers")
+
+
+def test_collect_exits_1_naming_the_failed_source(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim(
+        make_scenario([{"name": "orders"}, {"name": "broken", "faults": {"status": 500}}])
+    )
+    result = subprocess.run(
+        [EXE, "collect", "--config", str(write_config(sim, tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "FAILED  shop/broken: http_5xx" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert db_events(tmp_path) == all_truth(sim, "orders"), "the healthy source was stored"
+
+
+def start_run(config: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [EXE, "run", "--config", str(config), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigterm_during_a_poll_loses_nothing(start_sim: Callable[..., Sim], tmp_path: Path) -> None:
+    sim = start_sim(make_scenario([{"name": "slow", "faults": {"latency_ms": 700}}]))
+    config = write_config(sim, tmp_path, interval_seconds=1)
+    proc = start_run(config)
+    try:
+        deadline = time.monotonic() + 30
+        while sim.state("shop", "slow").requests == 0:
+            assert time.monotonic() < deadline, "the exporter never polled"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped cleanly" in err
+    assert db_events(tmp_path) == all_truth(sim, "slow")
+
+
+def test_second_writer_gets_a_clear_lock_error(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim(make_scenario([{"name": "orders"}]))
+    config = write_config(sim, tmp_path, interval_seconds=1)
+    proc = start_run(config)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "x.duckdb").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        result = subprocess.run(
+            [EXE, "collect", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert result.returncode == 1
+    assert "lock" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+
+
+def test_run_demo_starts_and_stops(tmp_path: Path) -> None:
+    db = tmp_path / "demo.duckdb"
+    proc = subprocess.Popen(
+        [
+            EXE,
+            "run",
+            "--demo",
+            "--database",
+            str(db),
+            "--simulator-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("simulator:")
+        deadline = time.monotonic() + 60
+        while True:
+            time.sleep(0.5)
+            assert time.monotonic() < deadline, "no events were stored"
+            if db.exists():
+                break
+        time.sleep(16)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    events = db_events_at(db)
+    assert events > 0
+
+
+def db_events_at(db: Path) -> int:
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        row = conn.execute("SELECT count(*) FROM events").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        conn.close()

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from statistics import pstdev
+from uuid import uuid4
+
+from exporter.collector import Target, targets
+from exporter.config import ProjectConfig, SourceConfig
+from exporter.scheduler import PollScheduler, start_offset
+from tests.conftest import Sim, eventually, make_scenario
+from tests.test_collector import running, stored, truth
+
+
+def fake_target() -> Target:
+    source = SourceConfig(id=uuid4())
+    project = ProjectConfig(id=uuid4(), sources=[source])
+    return Target(project=project, source=source, api_key=None, interval_seconds=60)  # type: ignore[arg-type]
+
+
+def test_start_offsets_are_stable_and_spread() -> None:
+    many = [fake_target() for _ in range(1000)]
+    offsets = [start_offset(t, 60) for t in many]
+    assert offsets == [start_offset(t, 60) for t in many], "same source, same offset"
+    assert all(0 <= o < 60 for o in offsets)
+    buckets = [sum(1 for o in offsets if 6 * i <= o < 6 * (i + 1)) for i in range(10)]
+    assert min(buckets) > 60, f"roughly uniform across the interval: {buckets}"
+    assert pstdev(buckets) < 20
+
+
+async def test_scheduler_polls_every_source(start_sim: Callable[..., Sim], tmp_path: Path) -> None:
+    sim = start_sim(make_scenario([{"name": f"s{i}"} for i in range(5)]))
+    async with running(sim, tmp_path / "x.duckdb", interval_seconds=1) as (c, store, _):
+        scheduler = PollScheduler(c, targets(c.config))
+        scheduler.start()
+        await eventually(lambda: scheduler.all_polled)
+        await scheduler.stop(5)
+        assert scheduler.all_polled
+        assert stored(store) == {k: v for s in range(5) for k, v in truth(sim, f"s{s}").items()}
+
+
+async def test_stop_waits_for_polls_in_flight(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim(make_scenario([{"name": "slow", "faults": {"latency_ms": 800}}]))
+    async with running(sim, tmp_path / "x.duckdb", interval_seconds=1) as (c, store, _):
+        scheduler = PollScheduler(c, targets(c.config))
+        scheduler.start()
+        await eventually(lambda: sim.state("shop", "slow").requests > 0)
+        abandoned = await scheduler.stop(5)
+        assert abandoned == 0
+        assert stored(store) == truth(sim, "slow"), "the poll in flight finished and committed"
+
+
+async def test_overflowing_source_is_rescheduled_sooner(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim(make_scenario([{"name": "busy", "runs_per_hour": 3600}]))
+    async with running(sim, tmp_path / "x.duckdb", interval_seconds=4, min_interval_seconds=1) as (
+        c,
+        _,
+        _,
+    ):
+        [t] = targets(c.config)
+        await c.poll(t)
+        sim.clock.advance(600)
+        scheduler = PollScheduler(c, [t])
+        scheduler.start()
+        await eventually(lambda: scheduler.all_polled)
+        await asyncio.sleep(0.1)
+        interval = scheduler.interval(t)
+        await scheduler.stop(5)
+    assert interval == 2

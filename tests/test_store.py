@@ -1,0 +1,222 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import duckdb
+import pytest
+
+from exporter.models import GenerationEvent
+from exporter.store import MIGRATIONS, Store, StoreError
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+PROJECT, SOURCE = uuid4(), uuid4()
+
+
+def ev(run_id: UUID | None = None, *, minutes: int = 0, **fields: Any) -> GenerationEvent:
+    at = T0 + timedelta(minutes=minutes)
+    base: dict[str, Any] = {
+        "id": str(run_id or uuid4()),
+        "sourceId": str(SOURCE),
+        "projectId": str(PROJECT),
+        "trigger": "populate",
+        "status": "success",
+        "queuedAt": at.isoformat(),
+        "startedAt": at.isoformat(),
+        "finishedAt": (at + timedelta(seconds=30)).isoformat(),
+        "durationMs": 30_000,
+        "totalInsertedRows": 10,
+        "billableRows": 8,
+        "createdAt": at.isoformat(),
+        "updatedAt": (at + timedelta(seconds=30)).isoformat(),
+    }
+    base.update(fields)
+    return GenerationEvent.model_validate(base)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    s = Store(tmp_path / "db" / "x.duckdb")
+    yield s
+    s.close()
+
+
+def rows(store: Store, sql: str = "SELECT id, status, billable_rows FROM events") -> list[Any]:
+    return store.cursor().execute(sql + " ORDER BY 1").fetchall()
+
+
+def test_migrations_apply_once_and_reopen_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "x.duckdb"
+    Store(path).close()
+    again = Store(path)
+    assert again.schema_version() == len(MIGRATIONS)
+    versions = again.cursor().execute("SELECT version FROM schema_migrations").fetchall()
+    assert versions == [(v,) for v in range(1, len(MIGRATIONS) + 1)]
+    again.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.duckdb"
+    Store(path).close()
+    conn = duckdb.connect(str(path))
+    conn.execute("INSERT INTO schema_migrations (version) VALUES (99)")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this exporter"):
+        Store(path)
+
+
+def test_corrupt_file_gives_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "x.duckdb"
+    path.write_bytes(b"this is not a database" * 1000)
+    with pytest.raises(StoreError, match=str(path)):
+        Store(path)
+
+
+def test_unwritable_path_gives_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot"):
+        Store(blocker / "sub" / "x.duckdb")
+
+
+def test_ingest_counts_new_and_is_idempotent(store: Store) -> None:
+    page = [ev(minutes=i) for i in range(5)]
+    first = store.ingest(PROJECT, SOURCE, page, now=T0)
+    again = store.ingest(PROJECT, SOURCE, page, now=T0 + timedelta(minutes=1))
+    assert (first.received, first.new) == (5, 5)
+    assert (again.received, again.new) == (5, 0)
+    assert len(rows(store)) == 5
+    seen = store.cursor().execute("SELECT DISTINCT first_seen_at, last_seen_at FROM events")
+    assert seen.fetchall() == [(T0, T0 + timedelta(minutes=1))]
+
+
+def test_status_transition_updates_the_row(store: Store) -> None:
+    run = uuid4()
+    queued = ev(
+        run,
+        status="queued",
+        startedAt=None,
+        finishedAt=None,
+        durationMs=None,
+        billableRows=0,
+        updatedAt=T0.isoformat(),
+    )
+    store.ingest(PROJECT, SOURCE, [queued], now=T0)
+    store.ingest(PROJECT, SOURCE, [ev(run)], now=T0)
+    assert rows(store) == [(run, "success", 8)]
+
+
+def test_older_copy_never_overwrites_newer(store: Store) -> None:
+    run = uuid4()
+    store.ingest(PROJECT, SOURCE, [ev(run)], now=T0)
+    stale_copy = ev(
+        run,
+        status="active",
+        finishedAt=None,
+        durationMs=None,
+        billableRows=0,
+        updatedAt=T0.isoformat(),
+    )
+    store.ingest(PROJECT, SOURCE, [stale_copy], now=T0 + timedelta(hours=1))
+    assert rows(store) == [(run, "success", 8)]
+    [(last_seen,)] = store.cursor().execute("SELECT last_seen_at FROM events").fetchall()
+    assert last_seen == T0 + timedelta(hours=1), "the sighting still counts"
+
+
+def test_duplicate_ids_in_one_page_keep_the_newest(store: Store) -> None:
+    run = uuid4()
+    older = ev(run, status="active", finishedAt=None, updatedAt=T0.isoformat())
+    result = store.ingest(PROJECT, SOURCE, [older, ev(run), older], now=T0)
+    assert result.new == 1
+    assert rows(store) == [(run, "success", 8)]
+
+
+def test_unknown_fields_and_metadata_are_kept(store: Store) -> None:
+    event = ev(metadata={"mode": "queue"}, region="eu", attempt=2)
+    store.ingest(PROJECT, SOURCE, [event], now=T0)
+    [(meta, extra)] = store.cursor().execute("SELECT metadata, extra FROM events").fetchall()
+    assert json.loads(meta) == {"mode": "queue"}
+    assert json.loads(extra) == {"region": "eu", "attempt": 2}
+
+
+def test_in_progress_run_that_left_the_window_goes_stale(store: Store) -> None:
+    stuck = ev(status="active", finishedAt=None, durationMs=None, minutes=-10)
+    store.ingest(PROJECT, SOURCE, [stuck], now=T0)
+    assert store.in_flight(PROJECT, SOURCE) == 1
+    window = timedelta(hours=1)
+    later = [ev(minutes=i) for i in range(3)]
+    soon = store.ingest(PROJECT, SOURCE, later, now=T0 + timedelta(minutes=30), stale_after=window)
+    assert soon.stale_marked == 0, "not yet: it may still come back"
+    late = store.ingest(PROJECT, SOURCE, later, now=T0 + timedelta(hours=2), stale_after=window)
+    assert late.stale_marked == 1
+    assert store.in_flight(PROJECT, SOURCE) == 0
+    small = store.ingest(PROJECT, SOURCE, later, now=T0 + timedelta(hours=3))
+    assert small.stale_marked == 0
+
+
+def test_stale_flag_clears_when_the_run_is_seen_again(store: Store) -> None:
+    run = uuid4()
+    store.ingest(PROJECT, SOURCE, [ev(run, status="queued", finishedAt=None)], now=T0)
+    store.ingest(PROJECT, SOURCE, [], now=T0 + timedelta(hours=2), stale_after=timedelta(hours=1))
+    store.ingest(PROJECT, SOURCE, [ev(run)], now=T0 + timedelta(hours=3))
+    assert rows(store, "SELECT id, stale_since FROM events") == [(run, None)]
+
+
+def test_poll_state_round_trip(store: Store) -> None:
+    store.ingest(PROJECT, SOURCE, [ev(minutes=1), ev(minutes=5)], now=T0)
+    store.record_poll(PROJECT, SOURCE, now=T0, ok=True, page_limit=20, interval_seconds=30)
+    store.record_poll(
+        PROJECT,
+        SOURCE,
+        now=T0 + timedelta(minutes=1),
+        ok=False,
+        reason="timeout",
+        message="GET ...: timed out",
+    )
+    state = store.poll_states()[(PROJECT, SOURCE)]
+    assert state.last_outcome == "error"
+    assert state.last_error_reason == "timeout"
+    assert state.last_success_at == T0
+    assert state.last_poll_at == T0 + timedelta(minutes=1)
+    assert (state.page_limit, state.interval_seconds, state.successful_polls) == (20, 30, 1)
+
+
+def test_count_known(store: Store) -> None:
+    page = [ev() for _ in range(3)]
+    store.ingest(PROJECT, SOURCE, page[:2], now=T0)
+    assert store.count_known([e.id for e in page]) == 2
+    assert store.count_known([]) == 0
+
+
+async def test_writes_run_off_the_event_loop(store: Store) -> None:
+    import threading
+
+    loop_thread = threading.get_ident()
+    thread = await store.call(threading.get_ident)
+    assert thread != loop_thread
+    result = await store.call(store.ingest, PROJECT, SOURCE, [ev()], now=T0)
+    assert result.new == 1
+
+
+def test_a_second_writer_process_is_refused_clearly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "x.duckdb"
+    holder = Store(path)
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", f"from exporter.store import Store; Store({str(path)!r})"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        holder.close()
+    assert probe.returncode != 0
+    assert "StoreError" in probe.stderr
+    assert "lock" in probe.stderr.lower()
