@@ -165,7 +165,7 @@ def run(
                 config = config.model_copy(
                     update={"server": ServerConfig(listen=listen)}, deep=True
                 )
-        asyncio.run(service.run(config))
+        asyncio.run(service.run(config, announce=click.echo))
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Self
 from uuid import UUID
@@ -88,6 +89,21 @@ class CollectorConfig(Section):
     shutdown_grace_seconds: float = Field(15.0, ge=0)
 
 
+class MetricsConfig(Section):
+    duration_buckets: list[float] = Field(
+        default=[0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200],
+        min_length=1,
+        description="upper bounds (seconds) of synthbrew_generation_duration_seconds",
+    )
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Self:
+        bounds = self.duration_buckets
+        if any(b <= 0 for b in bounds) or any(a >= b for a, b in pairwise(bounds)):
+            raise ValueError("duration_buckets must be positive and strictly increasing")
+        return self
+
+
 class DatabaseConfig(Section):
     path: Path = Path("synthbrew.duckdb")
 
@@ -128,6 +144,7 @@ class Config(Section):
     collector: CollectorConfig = CollectorConfig()
     database: DatabaseConfig = DatabaseConfig()
     server: ServerConfig = ServerConfig()
+    metrics: MetricsConfig = MetricsConfig()
     projects: list[ProjectConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

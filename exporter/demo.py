@@ -45,10 +45,8 @@ async def run_demo(
     config = demo_config(f"http://{address(sock)}/api", scenario, db_path, listen)
     announce(f"simulator:  http://{address(sock)}/api  (serving {len(sim.world.sources)} sources)")
     announce(f"database:   {db_path}")
-    announce(f"reports:    synthbrew-exporter report --database {db_path}")
-    announce("stop with Ctrl-C")
     try:
-        await service.run(config)
+        await service.run(config, announce=announce)
     finally:
         sim_server.should_exit = True
         await sim_task

@@ -1,7 +1,7 @@
 """Wiring the long-running exporter (``run``) and the one-shot pass (``collect``) together.
 
-Start order is store, client, collector, scheduler; stop order is the reverse, so no poll ever
-writes to a closed store and the last thing done is a checkpoint of the database.
+Start order is store, client, collector, HTTP server, scheduler; stop order is the reverse, so no
+poll ever writes to a closed store and the last thing done is a checkpoint of the database.
 """
 
 from __future__ import annotations
@@ -10,17 +10,19 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
 from exporter.client import SynthbrewClient
 from exporter.collector import Collector, PollResult, Target, collect_once, targets
 from exporter.config import Config
-from exporter.httpserver import on_stop_signals
+from exporter.httpserver import address, bind, make_server, on_stop_signals
+from exporter.metrics import SourceNames, StoreCollector
 from exporter.scheduler import PollScheduler
 from exporter.selfmetrics import ExporterStats
 from exporter.store import Store
+from exporter.web import SourceStatus, build_app
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,34 @@ class Exporter:
     collector: Collector
     registry: CollectorRegistry
     targets: Sequence[Target]
+    scheduler: PollScheduler | None = field(default=None)
+
+    def ready(self) -> bool:
+        return self.scheduler is not None and self.scheduler.all_polled
+
+    def sources(self) -> list[SourceStatus]:
+        """What the landing page shows; called on a worker thread (it reads the store)."""
+        states = self.store.poll_states()
+        counts = self.store.event_counts()
+        out = []
+        for t in self.targets:
+            state = states.get(t.key)
+            plan = self.collector.plan(t)
+            out.append(
+                SourceStatus(
+                    project=t.project.name,
+                    source=t.source.name,
+                    project_id=str(t.project.id),
+                    source_id=str(t.source.id),
+                    last_poll_at=state.last_poll_at if state else None,
+                    outcome=state.last_outcome if state else None,
+                    error_reason=state.last_error_reason if state else None,
+                    events_stored=counts.get(t.key, 0),
+                    interval_seconds=plan.interval_seconds,
+                    page_limit=plan.limit,
+                )
+            )
+        return out
 
 
 @asynccontextmanager
@@ -41,9 +71,11 @@ async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
     try:
         registry = CollectorRegistry()
         stats = ExporterStats(registry)
+        all_targets = targets(config)
+        names = {t.key: SourceNames(*t.labels) for t in all_targets}
+        registry.register(StoreCollector(store, names, config.metrics.duration_buckets))
         async with SynthbrewClient(config.api) as client:
             collector = Collector(config, client, store, stats)
-            all_targets = targets(config)
             await asyncio.to_thread(collector.warm_start, all_targets)
             yield Exporter(config, store, client, collector, registry, all_targets)
     finally:
@@ -55,16 +87,30 @@ async def collect(config: Config, on_done: Callable[[PollResult], object]) -> li
         return await collect_once(exporter.collector, exporter.targets, on_done)
 
 
-async def run(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Poll on schedule until SIGINT/SIGTERM (or ``stop`` is set), then shut down gracefully."""
+async def run(
+    config: Config,
+    stop: asyncio.Event | None = None,
+    announce: Callable[[str], object] = lambda _: None,
+) -> None:
+    """Poll on schedule and serve HTTP until SIGINT/SIGTERM (or ``stop``), then shut down."""
     stop = stop or asyncio.Event()
     on_stop_signals(stop.set)
-    async with open_exporter(config) as exporter:
-        scheduler = PollScheduler(exporter.collector, exporter.targets)
-        scheduler.start()
-        await stop.wait()
-        log.info("stopping: no new polls")
-        abandoned = await scheduler.stop(config.collector.shutdown_grace_seconds)
-        if abandoned:
-            log.warning("%d poll(s) did not finish within the grace period", abandoned)
+    sock = bind(config.server.listen)
+    try:
+        async with open_exporter(config) as exporter:
+            web = make_server(build_app(exporter.registry, exporter))
+            web_task = asyncio.create_task(web.serve(sockets=[sock]), name="http")
+            url = f"http://{address(sock)}"
+            announce(f"exporter:   {url}/  (metrics: {url}/metrics, ready: {url}/readyz)")
+            exporter.scheduler = PollScheduler(exporter.collector, exporter.targets)
+            exporter.scheduler.start()
+            await stop.wait()
+            log.info("stopping: no new polls")
+            abandoned = await exporter.scheduler.stop(config.collector.shutdown_grace_seconds)
+            if abandoned:
+                log.warning("%d poll(s) did not finish within the grace period", abandoned)
+            web.should_exit = True
+            await web_task
+    finally:
+        sock.close()
     log.info("stopped cleanly")

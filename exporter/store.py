@@ -127,7 +127,7 @@ WITH page_dedup AS (
 )
 SELECT {_SELECT}, $now, $now, NULL FROM page_dedup
 ON CONFLICT (id) DO UPDATE SET {_SET}, last_seen_at = excluded.last_seen_at, stale_since = NULL
-"""  # noqa: S608
+"""
 
 
 class StoreError(Exception):
@@ -363,6 +363,14 @@ class Store:
                FROM poll_state"""
         ).fetchall()
         return {(r[0], r[1]): PollState(*r) for r in rows}
+
+    def event_counts(self) -> dict[tuple[UUID, UUID], int]:
+        rows = (
+            self.cursor()
+            .execute("SELECT project_id, source_id, count(*) FROM events GROUP BY ALL")
+            .fetchall()
+        )
+        return {(r[0], r[1]): int(r[2]) for r in rows}
 
     def count_known(self, ids: Sequence[UUID]) -> int:
         """How many of these ids are stored already: the gap check and the small-page fallback."""

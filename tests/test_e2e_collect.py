@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 import pytest
 import yaml
 
@@ -135,7 +135,7 @@ def test_second_writer_gets_a_clear_lock_error(
     assert "Traceback" not in result.stderr
 
 
-def test_run_demo_starts_and_stops(tmp_path: Path) -> None:
+def test_run_demo_serves_the_simulator_and_metrics(tmp_path: Path) -> None:
     db = tmp_path / "demo.duckdb"
     proc = subprocess.Popen(
         [
@@ -152,25 +152,24 @@ def test_run_demo_starts_and_stops(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ},
     )
     try:
         assert proc.stdout is not None
-        first = proc.stdout.readline()
-        assert first.startswith("simulator:")
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[0].startswith("simulator:  http://127.0.0.1:")
+        assert lines[2].startswith("exporter:   http://127.0.0.1:")
+        url = lines[2].split()[1].rstrip("/")
         deadline = time.monotonic() + 60
-        while True:
-            time.sleep(0.5)
-            assert time.monotonic() < deadline, "no events were stored"
-            if db.exists():
-                break
-        time.sleep(16)
+        while httpx.get(f"{url}/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the demo never became ready"
+            time.sleep(0.2)
+        metrics = httpx.get(f"{url}/metrics").text
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    events = db_events_at(db)
-    assert events > 0
+    assert 'synthbrew_generation_runs_total{project="shop",source="orders"' in metrics
+    assert db_events_at(db) > 0
 
 
 def db_events_at(db: Path) -> int:

@@ -1,0 +1,114 @@
+"""The exporter's HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz`` and a landing page.
+
+Scrapes aggregate the store, which is blocking work, so they run on Starlette's thread pool and
+the poll loop on the event loop never waits for a scrape.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from exporter import __version__
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    project: str
+    source: str
+    project_id: str
+    source_id: str
+    last_poll_at: datetime | None
+    outcome: str | None
+    error_reason: str | None
+    events_stored: int
+    interval_seconds: float
+    page_limit: int
+
+
+class Status(Protocol):
+    def ready(self) -> bool: ...
+
+    def sources(self) -> Sequence[SourceStatus]: ...
+
+
+def build_app(registry: CollectorRegistry, status: Status) -> Starlette:
+    async def metrics(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        body = await run_in_threadpool(encoder, registry)
+        headers = {"content-type": content_type}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            body = gzip.compress(body, compresslevel=5)
+            headers["content-encoding"] = "gzip"
+        return Response(body, headers=headers)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if status.ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse(
+            {"status": "not ready", "detail": "waiting for every source's first poll"},
+            status_code=503,
+        )
+
+    async def landing(request: Request) -> Response:
+        sources = await run_in_threadpool(status.sources)
+        return HTMLResponse(render_landing(sources))
+
+    return Starlette(
+        routes=[
+            Route("/metrics", metrics),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/", landing),
+        ]
+    )
+
+
+def render_landing(sources: Sequence[SourceStatus]) -> str:
+    e = html.escape
+    rows = "\n".join(
+        "<tr>"
+        f"<td>{e(s.project)}</td><td>{e(s.source)}</td>"
+        f"<td><code>{e(s.source_id)}</code></td>"
+        f"<td>{e(s.last_poll_at.isoformat(timespec='seconds')) if s.last_poll_at else 'never'}</td>"
+        f"<td class='{e(s.outcome or 'none')}'>{e(s.outcome or '-')}</td>"
+        f"<td>{e(s.error_reason or '')}</td>"
+        f"<td>{s.events_stored}</td><td>{s.interval_seconds:g}s</td><td>{s.page_limit}</td>"
+        "</tr>"
+        for s in sources
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>synthbrew-exporter</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
+table {{ border-collapse: collapse; }}
+td, th {{ padding: .3rem .7rem; border-bottom: 1px solid #ddd; }}
+.success {{ color: #1a7f37; }} .error {{ color: #cf222e; font-weight: bold; }}
+</style></head>
+<body>
+<h1>synthbrew-exporter</h1>
+<p>Version {e(__version__)} &middot; <a href="/metrics">/metrics</a> &middot;
+<a href="/healthz">/healthz</a> &middot; <a href="/readyz">/readyz</a></p>
+<table>
+<thead><tr><th>project</th><th>source</th><th>source id</th><th>last poll</th><th>outcome</th>
+<th>error</th><th>events stored</th><th>interval</th><th>page size</th></tr></thead>
+<tbody>
+{rows}
+</tbody></table>
+</body></html>
+"""

@@ -1,0 +1,151 @@
+"""The store-backed collector: every contract metric from hand-built events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.metrics import SourceNames, StoreCollector
+from exporter.store import Store
+from tests.test_store import PROJECT, SOURCE, T0, ev
+
+BUCKETS = [1, 10, 60]
+LABELS = {"project": "shop", "source": "orders"}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "x.duckdb")
+    yield s
+    s.close()
+
+
+def registry_for(store: Store) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    names = {(PROJECT, SOURCE): SourceNames("shop", "orders")}
+    registry.register(StoreCollector(store, names, BUCKETS))
+    return registry
+
+
+def fill(store: Store) -> None:
+    events = [
+        ev(durationMs=500, billableRows=10, totalInsertedRows=12),
+        ev(durationMs=5_000, billableRows=20, totalInsertedRows=25),
+        ev(
+            status="failed",
+            durationMs=30_000,
+            billableRows=0,
+            totalInsertedRows=3,
+            errorMessage="boom",
+        ),
+        ev(trigger="regenerate", durationMs=120_000, billableRows=7, totalInsertedRows=7),
+        ev(status="cancelled", durationMs=None, billableRows=1, totalInsertedRows=1),
+        ev(status="active", finishedAt=None, durationMs=None, billableRows=99),
+        ev(status="queued", startedAt=None, finishedAt=None, durationMs=None),
+        ev(status="queued", startedAt=None, finishedAt=None, durationMs=None),
+        ev(status="paused", finishedAt=None, durationMs=None, billableRows=50),
+    ]
+    store.ingest(PROJECT, SOURCE, events, now=T0)
+    other = ev(projectId=str(uuid4()))
+    store.ingest(other.project_id, other.source_id, [other], now=T0)
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, {**LABELS, **labels})
+
+
+def test_counters_count_finished_runs_once(store: Store) -> None:
+    fill(store)
+    fill_again = [ev(durationMs=500)]
+    store.ingest(PROJECT, SOURCE, fill_again, now=T0)
+    r = registry_for(store)
+    runs = "synthbrew_generation_runs_total"
+    assert value(r, runs, trigger="populate", status="success") == 3
+    assert value(r, runs, trigger="populate", status="failed") == 1
+    assert value(r, runs, trigger="populate", status="cancelled") == 1, "finishedAt makes it final"
+    assert value(r, runs, trigger="regenerate", status="success") == 1
+    assert value(r, runs, trigger="populate", status="active") is None
+    assert value(r, runs, trigger="populate", status="paused") is None
+    failures = "synthbrew_generation_failures_total"
+    assert value(r, failures, trigger="populate") == 1
+    assert value(r, failures, trigger="regenerate") == 0
+    assert (
+        value(r, "synthbrew_generation_billable_rows_total", trigger="populate") == 10 + 20 + 1 + 8
+    )
+    assert (
+        value(r, "synthbrew_generation_inserted_rows_total", trigger="populate")
+        == 12 + 25 + 3 + 1 + 10
+    )
+    assert value(r, "synthbrew_generation_billable_rows_total", trigger="regenerate") == 7
+
+
+def test_duration_histogram(store: Store) -> None:
+    fill(store)
+    r = registry_for(store)
+    name = "synthbrew_generation_duration_seconds"
+    success = {"trigger": "populate", "status": "success"}
+    assert value(r, f"{name}_bucket", le="1.0", **success) == 1
+    assert value(r, f"{name}_bucket", le="10.0", **success) == 2
+    assert value(r, f"{name}_bucket", le="+Inf", **success) == 2
+    assert value(r, f"{name}_count", **success) == 2
+    assert value(r, f"{name}_sum", **success) == pytest.approx(5.5)
+    failed = {"trigger": "populate", "status": "failed"}
+    assert value(r, f"{name}_bucket", le="10.0", **failed) == 0
+    assert value(r, f"{name}_bucket", le="60.0", **failed) == 1
+    regen = {"trigger": "regenerate", "status": "success"}
+    assert value(r, f"{name}_bucket", le="60.0", **regen) == 0
+    assert value(r, f"{name}_bucket", le="+Inf", **regen) == 1
+    cancelled = {"trigger": "populate", "status": "cancelled"}
+    assert value(r, f"{name}_count", **cancelled) is None, "no durationMs, not observed"
+
+
+def test_in_progress_and_stale(store: Store) -> None:
+    fill(store)
+    r = registry_for(store)
+    assert value(r, "synthbrew_generation_in_progress", status="queued") == 2
+    assert value(r, "synthbrew_generation_in_progress", status="active") == 1
+    assert value(r, "synthbrew_generation_stale_runs") == 0
+    store.ingest(PROJECT, SOURCE, [], now=T0 + timedelta(hours=2), stale_after=timedelta(hours=1))
+    r = registry_for(store)
+    assert value(r, "synthbrew_generation_in_progress", status="queued") == 0
+    assert value(r, "synthbrew_generation_stale_runs") == 3
+
+
+def test_last_finished_timestamp(store: Store) -> None:
+    early = ev(minutes=0)
+    late = ev(minutes=30)
+    store.ingest(PROJECT, SOURCE, [early, late, ev(status="failed", minutes=10)], now=T0)
+    r = registry_for(store)
+    assert late.finished_at is not None
+    expected = late.finished_at.timestamp()
+    assert (
+        value(r, "synthbrew_generation_last_finished_timestamp_seconds", status="success")
+        == expected
+    )
+    failed = value(r, "synthbrew_generation_last_finished_timestamp_seconds", status="failed")
+    assert failed == (T0 + timedelta(minutes=10, seconds=30)).timestamp()
+
+
+def test_source_info_and_unconfigured_sources(store: Store) -> None:
+    fill(store)
+    r = registry_for(store)
+    info = r.get_sample_value(
+        "synthbrew_source_info",
+        {**LABELS, "project_id": str(PROJECT), "source_id": str(SOURCE)},
+    )
+    assert info == 1
+    text = generate_latest(r).decode()
+    assert text.count("synthbrew_generation_runs_total{") == 4, (
+        "the unconfigured source is not shown"
+    )
+
+
+def test_empty_store_still_exposes_gauges(store: Store) -> None:
+    r = registry_for(store)
+    assert value(r, "synthbrew_generation_in_progress", status="active") == 0
+    assert value(r, "synthbrew_generation_runs_total", trigger="populate", status="success") is None

@@ -1,0 +1,100 @@
+"""The HTTP endpoints over real loopback HTTP, with a status we control."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from exporter.httpserver import ThreadedServer
+from exporter.web import SourceStatus, build_app
+
+
+@dataclass
+class FakeStatus:
+    is_ready: bool = False
+    rows: list[SourceStatus] = field(default_factory=list)
+
+    def ready(self) -> bool:
+        return self.is_ready
+
+    def sources(self) -> list[SourceStatus]:
+        return self.rows
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, FakeStatus]]:
+    registry = CollectorRegistry()
+    Counter("demo_things", "Things.", registry=registry).inc(3)
+    status = FakeStatus(
+        rows=[
+            SourceStatus(
+                "shop",
+                "orders",
+                "p1",
+                "s1",
+                datetime(2026, 1, 1, tzinfo=UTC),
+                "success",
+                None,
+                42,
+                60,
+                200,
+            ),
+            SourceStatus("shop", "<script>", "p1", "s2", None, "error", "timeout", 0, 30, 20),
+        ]
+    )
+    with ThreadedServer(build_app(registry, status)) as server:
+        yield server.url, status
+
+
+def test_metrics_text_format(served: tuple[str, FakeStatus]) -> None:
+    url, _ = served
+    r = httpx.get(f"{url}/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "demo_things_total 3.0" in r.text
+
+
+def test_metrics_openmetrics_negotiation(served: tuple[str, FakeStatus]) -> None:
+    url, _ = served
+    r = httpx.get(
+        f"{url}/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert r.headers["content-type"].startswith("application/openmetrics-text")
+    assert r.text.rstrip().endswith("# EOF")
+
+
+def test_metrics_gzip(served: tuple[str, FakeStatus]) -> None:
+    url, _ = served
+    with httpx.Client(headers={"accept-encoding": "gzip"}) as client:
+        r = client.get(f"{url}/metrics")
+    assert r.headers["content-encoding"] == "gzip"
+    assert "demo_things_total" in r.text, "httpx decoded the gzip body"
+    raw = httpx.get(f"{url}/metrics", headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in raw.headers
+    assert gzip.compress(raw.content)
+
+
+def test_health_and_readiness(served: tuple[str, FakeStatus]) -> None:
+    url, status = served
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    assert httpx.get(f"{url}/readyz").status_code == 503
+    status.is_ready = True
+    assert httpx.get(f"{url}/readyz").status_code == 200
+
+
+def test_landing_page_lists_sources_escaped(served: tuple[str, FakeStatus]) -> None:
+    url, _ = served
+    page = httpx.get(f"{url}/").text
+    assert '<a href="/metrics">' in page
+    assert "orders" in page
+    assert "2026-01-01T00:00:00+00:00" in page
+    assert "timeout" in page
+    assert "<script>" not in page
+    assert "&lt;script&gt;" in page
+    assert "Version 0.1.0" in page
