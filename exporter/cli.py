@@ -19,12 +19,21 @@ from rich.console import Console
 from rich.progress import Progress
 
 from exporter import __version__, service
-from exporter.config import DEFAULT_PORT, ConfigError, ServerConfig, load_config
+from exporter.access import (
+    RemoteError,
+    local_export,
+    local_report,
+    remote_export,
+    remote_report,
+    remote_reports,
+)
+from exporter.config import DEFAULT_PORT, ConfigError, ServerConfig, load_config, split_listen
 from exporter.demo import run_demo
 from exporter.logs import setup_logging
+from exporter.reports import FORMATS, ReportError, describe, load_reports, render
 from exporter.simulator import Scenario, SimulatorApp, World, demo_scenario
 from exporter.simulator.serve import serve_simulator
-from exporter.store import StoreError
+from exporter.store import DatabaseLocked, StoreError
 
 CONFIG_HELP = "Config file (default: $SYNTHBREW_EXPORTER_CONFIG)."
 
@@ -166,6 +175,135 @@ def run(
                     update={"server": ServerConfig(listen=listen)}, deep=True
                 )
         asyncio.run(service.run(config, announce=click.echo))
+
+
+def _report_source(
+    config_path: Path | None, database: Path | None, url: str | None
+) -> tuple[Path | None, str | None, Path | None]:
+    """Where reports come from: (database file, running exporter URL, queries dir)."""
+    if url:
+        return None, url.rstrip("/"), None
+    if database is not None:
+        return database, None, None
+    with config_errors():
+        config = load_config(config_path)
+    host, port = split_listen(config.server.listen)
+    return config.database.path, f"http://{host}:{port}", config.reports.queries_dir
+
+
+@main.command()
+@click.argument("name", required=False)
+@config_option
+@click.option("--database", type=click.Path(dir_okay=False, path_type=Path), help="DuckDB file.")
+@click.option("--url", help="A running exporter, e.g. http://127.0.0.1:9794.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Report parameter.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
+def report(
+    name: str | None,
+    config_path: Path | None,
+    database: Path | None,
+    url: str | None,
+    fmt: str,
+    params: tuple[str, ...],
+    output: Path | None,
+) -> None:
+    """Run a named SQL report from queries/; without NAME, list them.
+
+    Works while `run` holds the database: the file is locked then, so the report is asked of the
+    running exporter over HTTP instead.
+    """
+    db, remote, queries = _report_source(config_path, database, url)
+    given = dict(_split_param(p) for p in params)
+    try:
+        if db is None and remote is not None:
+            _remote_report(remote, name, given, fmt, output)
+            return
+        reports = load_reports(queries)
+        if name is None:
+            click.echo(describe(list(reports.values())), nl=False)
+            return
+        if name not in reports:
+            fail(f"no report named {name!r}; `report` without a name lists them")
+        chosen = reports[name]
+        bound = chosen.bind(given)
+        assert db is not None
+        try:
+            result = local_report(db, chosen, bound)
+        except DatabaseLocked:
+            if remote is None:
+                fail(f"{db} is locked by a running exporter: pass --url or --config", code=1)
+            result = remote_report(remote, name, given)
+    except ReportError as exc:
+        fail(str(exc))
+    except (RemoteError, StoreError) as exc:
+        fail(str(exc), code=1)
+    _emit(render(result, fmt, chosen.title), output)
+
+
+def _remote_report(
+    url: str, name: str | None, given: dict[str, str], fmt: str, output: Path | None
+) -> None:
+    try:
+        if name is None:
+            for r in remote_reports(url):
+                click.echo(f"{r['name']:<22} {r['title']}")
+            return
+        result = remote_report(url, name, given)
+    except RemoteError as exc:
+        fail(str(exc), code=1)
+    _emit(render(result, fmt, name), output)
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+
+
+def _split_param(raw: str) -> tuple[str, str]:
+    key, sep, value = raw.partition("=")
+    if not sep or not key:
+        fail(f"--param {raw!r}: expected KEY=VALUE")
+    return key.strip(), value
+
+
+@main.command("export")
+@config_option
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset directory (default: export.path from the config).",
+)
+def export_cmd(config_path: Path | None, output: Path | None) -> None:
+    """Write the events as a Parquet dataset partitioned by project and month (incremental)."""
+    with config_errors():
+        config = load_config(config_path)
+    root = output or config.export.path
+    if root is None:
+        fail("no export directory: pass --output DIR or set export.path")
+    try:
+        result = local_export(config.database.path, root)
+    except DatabaseLocked:
+        host, port = split_listen(config.server.listen)
+        if output is not None and output != config.export.path:
+            fail(
+                "the database is locked by a running exporter, which exports only to"
+                " export.path; drop --output or stop it",
+                code=1,
+            )
+        try:
+            result = remote_export(f"http://{host}:{port}")
+        except RemoteError as exc:
+            fail(str(exc), code=1)
+    except StoreError as exc:
+        fail(str(exc), code=1)
+    click.echo(
+        f"{root}: {result.files_written} file(s) written ({result.rows_written} rows),"
+        f" {result.files_unchanged} unchanged"
+    )
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Self
 from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -104,6 +105,36 @@ class MetricsConfig(Section):
         return self
 
 
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown timezone {value!r} (expected an IANA name such as UTC)"
+        ) from None
+    return value
+
+
+class BillingConfig(Section):
+    timezone: Annotated[str, AfterValidator(_check_timezone)] = "UTC"
+    price_per_1000_rows: float | None = Field(None, ge=0)
+    currency: str = Field("USD", min_length=1, max_length=10)
+    included_rows: dict[str, int] = Field(
+        default_factory=dict, description="monthly included billable rows, by project name"
+    )
+
+
+class ExportConfig(Section):
+    path: Path | None = Field(None, description="Parquet dataset directory; unset: no export")
+    interval_seconds: float | None = Field(
+        None, ge=60, description="export on this schedule inside `run`; unset: only on demand"
+    )
+
+
+class ReportsConfig(Section):
+    queries_dir: Path | None = Field(None, description="default: the bundled queries/")
+
+
 class DatabaseConfig(Section):
     path: Path = Path("synthbrew.duckdb")
 
@@ -145,12 +176,21 @@ class Config(Section):
     database: DatabaseConfig = DatabaseConfig()
     server: ServerConfig = ServerConfig()
     metrics: MetricsConfig = MetricsConfig()
+    billing: BillingConfig = BillingConfig()
+    export: ExportConfig = ExportConfig()
+    reports: ReportsConfig = ReportsConfig()
     projects: list[ProjectConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
         _require_unique([p.name for p in self.projects], "name", "projects")
         _require_unique([str(p.id) for p in self.projects], "id", "projects")
+        names = {p.name for p in self.projects}
+        for name in self.billing.included_rows:
+            if name not in names:
+                raise _keyed_error(
+                    f"billing.included_rows.{name}", "no configured project has this name"
+                )
         if self.api.api_key is None:
             for i, project in enumerate(self.projects):
                 if project.api_key is None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +25,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from exporter.billing import Month, cost, current_month, project_linear
+from exporter.config import BillingConfig
 from exporter.store import Store
 
 log = logging.getLogger(__name__)
@@ -46,10 +49,14 @@ class StoreCollector(Collector):
         store: Store,
         names: Mapping[tuple[UUID, UUID], SourceNames],
         buckets: Sequence[float],
+        billing: BillingConfig | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.names = dict(names)
         self.buckets = tuple(sorted(buckets))
+        self.billing = billing or BillingConfig()
+        self.now = now
 
     def describe(self) -> Iterator[Metric]:
         """Nothing to describe up front: registering must not query the database."""
@@ -63,6 +70,7 @@ class StoreCollector(Collector):
         yield from self._in_progress(cur)
         yield from self._last_finished(cur)
         yield self._info()
+        yield from self._billing(cur)
         scrape = GaugeMetricFamily(
             "synthbrew_exporter_store_scrape_duration_seconds",
             "Time this scrape spent aggregating the event store, in seconds.",
@@ -201,6 +209,87 @@ class StoreCollector(Collector):
         ):
             family.add_metric([names.project, names.source, str(project_id), str(source_id)], 1)
         return family
+
+    def _billing(self, cur: DuckDBPyConnection) -> Iterator[Metric]:
+        now = self.now()
+        month = current_month(now, self.billing.timezone)
+        rows = cur.execute(
+            f"""SELECT project_id, source_id, sum(billable_rows) FROM events
+                WHERE {FINISHED} AND finished_at >= $start AND finished_at < $end
+                GROUP BY ALL""",
+            {"start": month.start, "end": month.end},
+        ).fetchall()
+        by_source = {tuple(labels): float(n) for labels, (n,) in self._named(rows)}
+        mtd = GaugeMetricFamily(
+            "synthbrew_billable_rows_month_to_date",
+            f"Billable rows of runs finished this calendar month ({self.billing.timezone}).",
+            labels=LABELS,
+        )
+        projected = GaugeMetricFamily(
+            "synthbrew_billable_rows_projected_month_end",
+            "Billable rows this month projected linearly to the end of the month.",
+            labels=LABELS,
+        )
+        per_project: dict[str, float] = {}
+        for names in sorted(self.names.values(), key=lambda n: (n.project, n.source)):
+            rows_mtd = by_source.get((names.project, names.source), 0.0)
+            mtd.add_metric([names.project, names.source], rows_mtd)
+            projected.add_metric(
+                [names.project, names.source], project_linear(rows_mtd, month, now)
+            )
+            per_project[names.project] = per_project.get(names.project, 0.0) + rows_mtd
+        yield mtd
+        yield projected
+        yield from self._allowance(per_project, month, now)
+
+    def _allowance(
+        self, per_project: dict[str, float], month: Month, now: datetime
+    ) -> Iterator[Metric]:
+        billing = self.billing
+        included = GaugeMetricFamily(
+            "synthbrew_billing_included_rows",
+            "Billable rows included in the project's monthly plan (billing.included_rows).",
+            labels=["project"],
+        )
+        used = GaugeMetricFamily(
+            "synthbrew_billing_included_rows_used_ratio",
+            "Share of the monthly included rows used so far (1 = all used).",
+            labels=["project"],
+        )
+        projected_used = GaugeMetricFamily(
+            "synthbrew_billing_projected_included_rows_used_ratio",
+            "Share of the monthly included rows the month-end projection would use.",
+            labels=["project"],
+        )
+        for project, allowance in sorted(billing.included_rows.items()):
+            rows_mtd = per_project.get(project, 0.0)
+            included.add_metric([project], allowance)
+            used.add_metric([project], rows_mtd / allowance if allowance else 0.0)
+            projection = project_linear(rows_mtd, month, now)
+            projected_used.add_metric([project], projection / allowance if allowance else 0.0)
+        if billing.included_rows:
+            yield from (included, used, projected_used)
+        if billing.price_per_1000_rows is None:
+            return
+        cost_mtd = GaugeMetricFamily(
+            "synthbrew_billing_estimated_cost_month_to_date",
+            "Estimated cost this month: rows beyond the included ones times the price.",
+            labels=["project", "currency"],
+        )
+        cost_end = GaugeMetricFamily(
+            "synthbrew_billing_projected_cost_month_end",
+            "Estimated cost at month end if usage continues at this month's average rate.",
+            labels=["project", "currency"],
+        )
+        for project, rows_mtd in sorted(per_project.items()):
+            allowance = billing.included_rows.get(project, 0)
+            labels = [project, billing.currency]
+            price = billing.price_per_1000_rows
+            cost_mtd.add_metric(labels, cost(rows_mtd, allowance, price))
+            cost_end.add_metric(
+                labels, cost(project_linear(rows_mtd, month, now), allowance, price)
+            )
+        yield from (cost_mtd, cost_end)
 
 
 def _le(bound: float) -> str:

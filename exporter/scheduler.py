@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -57,6 +58,19 @@ class PollScheduler:
             )
         self._scheduler.start()
         log.info("scheduler started: %d source(s)", len(self.targets))
+
+    def every(
+        self, name: str, seconds: float, func: Callable[[], Coroutine[Any, Any, object]]
+    ) -> None:
+        """A housekeeping job (e.g. the Parquet export) beside the polls."""
+        self._scheduler.add_job(
+            func,
+            trigger=IntervalTrigger(seconds=seconds, timezone=UTC),
+            id=name,
+            name=name,
+            max_instances=1,
+            coalesce=True,
+        )
 
     def interval(self, target: Target) -> float:
         """The interval the source's job runs at now (adaptive polling changes it)."""

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
 from exporter.client import SynthbrewClient
 from exporter.collector import Collector, PollResult, Target, collect_once, targets
 from exporter.config import Config
+from exporter.export import ExportResult, export_parquet
 from exporter.httpserver import address, bind, make_server, on_stop_signals
 from exporter.metrics import SourceNames, StoreCollector
+from exporter.reports import Report, ReportError, ReportResult, load_reports, run_report
 from exporter.scheduler import PollScheduler
 from exporter.selfmetrics import ExporterStats
 from exporter.store import Store
@@ -36,6 +39,21 @@ class Exporter:
     registry: CollectorRegistry
     targets: Sequence[Target]
     scheduler: PollScheduler | None = field(default=None)
+
+    def reports(self) -> list[Report]:
+        return list(load_reports(self.config.reports.queries_dir).values())
+
+    def run_report(self, name: str, params: Mapping[str, str]) -> ReportResult:
+        reports = load_reports(self.config.reports.queries_dir)
+        if name not in reports:
+            raise ReportError(f"no report named {name!r} (known: {', '.join(sorted(reports))})")
+        report = reports[name]
+        return run_report(self.store.cursor(), report, report.bind(params))
+
+    def export(self) -> ExportResult:
+        if self.config.export.path is None:
+            raise ReportError("export.path is not configured")
+        return export_parquet(self.store, self.config.export.path, datetime.now(UTC))
 
     def ready(self) -> bool:
         return self.scheduler is not None and self.scheduler.all_polled
@@ -73,7 +91,12 @@ async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
         stats = ExporterStats(registry)
         all_targets = targets(config)
         names = {t.key: SourceNames(*t.labels) for t in all_targets}
-        registry.register(StoreCollector(store, names, config.metrics.duration_buckets))
+        registry.register(
+            StoreCollector(store, names, config.metrics.duration_buckets, config.billing)
+        )
+        await store.call(
+            store.sync_sources, [(t.project.id, t.source.id, *t.labels) for t in all_targets]
+        )
         async with SynthbrewClient(config.api) as client:
             collector = Collector(config, client, store, stats)
             await asyncio.to_thread(collector.warm_start, all_targets)
@@ -98,11 +121,17 @@ async def run(
     sock = bind(config.server.listen)
     try:
         async with open_exporter(config) as exporter:
-            web = make_server(build_app(exporter.registry, exporter))
+            web = make_server(build_app(exporter.registry, exporter, exporter))
             web_task = asyncio.create_task(web.serve(sockets=[sock]), name="http")
             url = f"http://{address(sock)}"
             announce(f"exporter:   {url}/  (metrics: {url}/metrics, ready: {url}/readyz)")
+            announce(f"reports:    synthbrew-exporter report --url {url}")
             exporter.scheduler = PollScheduler(exporter.collector, exporter.targets)
+            export = config.export
+            if export.path is not None and export.interval_seconds is not None:
+                exporter.scheduler.every(
+                    "export", export.interval_seconds, lambda: asyncio.to_thread(exporter.export)
+                )
             exporter.scheduler.start()
             await stop.wait()
             log.info("stopping: no new polls")

@@ -71,6 +71,33 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (project_id, source_id)
     );
     """,
+    """
+    CREATE TABLE sources (
+        project_id UUID NOT NULL,
+        source_id UUID NOT NULL,
+        project_name VARCHAR NOT NULL,
+        source_name VARCHAR NOT NULL,
+        configured BOOLEAN NOT NULL DEFAULT true,
+        PRIMARY KEY (project_id, source_id)
+    );
+    CREATE TABLE export_state (
+        project_id UUID NOT NULL,
+        source_id UUID NOT NULL,
+        month VARCHAR NOT NULL,
+        fingerprint VARCHAR NOT NULL,
+        exported_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (project_id, source_id, month)
+    );
+    CREATE VIEW runs AS
+    SELECT
+        e.*,
+        coalesce(s.project_name, e.project_id::VARCHAR) AS project,
+        coalesce(s.source_name, e.source_id::VARCHAR) AS source,
+        (e.status IN ('success', 'failed') OR e.finished_at IS NOT NULL) AS finished,
+        e.duration_ms / 1000.0 AS duration_seconds,
+        epoch(e.started_at) - epoch(e.queued_at) AS queue_wait_seconds
+    FROM events e LEFT JOIN sources s USING (project_id, source_id);
+    """,
 )
 
 # The columns a page carries, in table order, with their Arrow types. UUIDs and JSON travel as
@@ -132,6 +159,10 @@ ON CONFLICT (id) DO UPDATE SET {_SET}, last_seen_at = excluded.last_seen_at, sta
 
 class StoreError(Exception):
     """The database cannot be opened or written, worded for the operator."""
+
+
+class DatabaseLocked(StoreError):
+    """Another process (usually a running exporter) holds the database file."""
 
 
 @dataclass(frozen=True)
@@ -364,6 +395,54 @@ class Store:
         ).fetchall()
         return {(r[0], r[1]): PollState(*r) for r in rows}
 
+    def sync_sources(self, names: Sequence[tuple[UUID, UUID, str, str]]) -> None:
+        """Keep the configured names beside the ids, so SQL reports can speak in names.
+
+        Sources no longer configured keep their last names and are marked ``configured = false``:
+        their history stays queryable.
+        """
+        table = pa.table(
+            {
+                "project_id": [str(n[0]) for n in names],
+                "source_id": [str(n[1]) for n in names],
+                "project_name": [n[2] for n in names],
+                "source_name": [n[3] for n in names],
+            }
+        )
+        with self._lock, self._transaction():
+            self._conn.register("configured", table)
+            try:
+                self._conn.execute("UPDATE sources SET configured = false")
+                self._conn.execute(
+                    """INSERT INTO sources
+                       SELECT project_id::UUID, source_id::UUID, project_name, source_name, true
+                       FROM configured
+                       ON CONFLICT (project_id, source_id) DO UPDATE SET
+                           project_name = excluded.project_name,
+                           source_name = excluded.source_name, configured = true"""
+                )
+            finally:
+                self._conn.unregister("configured")
+
+    def export_fingerprints(self) -> dict[tuple[UUID, UUID, str], str]:
+        rows = (
+            self.cursor()
+            .execute("SELECT project_id, source_id, month, fingerprint FROM export_state")
+            .fetchall()
+        )
+        return {(r[0], r[1], r[2]): r[3] for r in rows}
+
+    def record_export(
+        self, project_id: UUID, source_id: UUID, month: str, fingerprint: str, now: datetime
+    ) -> None:
+        with self._lock:
+            self._conn.execute(
+                """INSERT INTO export_state VALUES ($p, $s, $m, $f, $now)
+                   ON CONFLICT (project_id, source_id, month) DO UPDATE SET
+                       fingerprint = excluded.fingerprint, exported_at = excluded.exported_at""",
+                {"p": project_id, "s": source_id, "m": month, "f": fingerprint, "now": now},
+            )
+
     def event_counts(self) -> dict[tuple[UUID, UUID], int]:
         rows = (
             self.cursor()
@@ -424,6 +503,10 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     except OSError as exc:
         raise StoreError(f"{path}: cannot create the database directory: {exc.strerror}") from None
     except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise DatabaseLocked(
+                f"{path}: the database is locked by another process: {_first_line(exc)}"
+            ) from None
         raise StoreError(f"{path}: cannot open the database: {_first_line(exc)}") from None
     except duckdb.Error as exc:
         raise StoreError(f"{path}: not a usable DuckDB database: {_first_line(exc)}") from None

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import gzip
 import html
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -22,6 +22,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from exporter import __version__
+from exporter.export import ExportResult
+from exporter.reports import Report, ReportError, ReportResult
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,17 @@ class Status(Protocol):
     def sources(self) -> Sequence[SourceStatus]: ...
 
 
-def build_app(registry: CollectorRegistry, status: Status) -> Starlette:
+class Api(Protocol):
+    """What the running exporter offers to a second process that cannot open the database."""
+
+    def reports(self) -> Sequence[Report]: ...
+
+    def run_report(self, name: str, params: Mapping[str, str]) -> ReportResult: ...
+
+    def export(self) -> ExportResult: ...
+
+
+def build_app(registry: CollectorRegistry, status: Status, api: Api | None = None) -> Starlette:
     async def metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         body = await run_in_threadpool(encoder, registry)
@@ -69,14 +81,52 @@ def build_app(registry: CollectorRegistry, status: Status) -> Starlette:
         sources = await run_in_threadpool(status.sources)
         return HTMLResponse(render_landing(sources))
 
-    return Starlette(
-        routes=[
-            Route("/metrics", metrics),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/", landing),
+    async def list_reports(request: Request) -> Response:
+        assert api is not None
+        return JSONResponse(
+            {
+                "reports": [
+                    {
+                        "name": r.name,
+                        "title": r.title,
+                        "description": r.description,
+                        "params": [asdict(p) for p in r.params],
+                    }
+                    for r in api.reports()
+                ]
+            }
+        )
+
+    async def report(request: Request) -> Response:
+        assert api is not None
+        name = request.path_params["name"]
+        try:
+            result = await run_in_threadpool(api.run_report, name, dict(request.query_params))
+        except ReportError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(result.to_json())
+
+    async def export(request: Request) -> Response:
+        assert api is not None
+        try:
+            result = await run_in_threadpool(api.export)
+        except ReportError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(asdict(result))
+
+    routes = [
+        Route("/metrics", metrics),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/", landing),
+    ]
+    if api is not None:
+        routes += [
+            Route("/api/reports", list_reports),
+            Route("/api/reports/{name}", report),
+            Route("/api/export", export, methods=["POST"]),
         ]
-    )
+    return Starlette(routes=routes)
 
 
 def render_landing(sources: Sequence[SourceStatus]) -> str:

@@ -4,23 +4,17 @@ readiness and ``promtool check metrics``."""
 from __future__ import annotations
 
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Sim, config_data, make_scenario
-from tests.test_cli import EXE
+from tests.conftest import Sim, make_scenario
+from tests.e2e import exporter, status_of, wait_for
 
 pytestmark = pytest.mark.e2e
 GENERATION = (
@@ -35,51 +29,6 @@ GENERATION = (
     "synthbrew_generation_last_finished_timestamp_seconds",
     "synthbrew_source_info",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def exporter(sim: Sim, tmp_path: Path, **source_api: Any) -> Iterator[str]:
-    data = config_data(sim, timeout_seconds=2, retry={"attempts": 1})
-    port = free_port()
-    data["database"] = {"path": str(tmp_path / "x.duckdb")}
-    data["collector"] = {"interval_seconds": 2}
-    data["server"] = {"listen": f"127.0.0.1:{port}"}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    proc = subprocess.Popen(
-        [EXE, "run", "--config", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _get(f"{url}/healthz") == 200)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-
-
-def _get(url: str) -> int:
-    try:
-        return httpx.get(url, timeout=5).status_code
-    except httpx.TransportError:
-        return 0
-
-
-def wait_for(predicate: Callable[[], bool], within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def scrape(url: str) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
@@ -161,7 +110,7 @@ def test_every_contract_metric_matches_ground_truth_and_survives_restart(
     sim = start_sim(make_scenario(SCENARIO))
     expected = truth_metrics(sim, BUCKETS)
     with exporter(sim, tmp_path) as url:
-        wait_for(lambda: _get(f"{url}/readyz") == 200)
+        wait_for(lambda: status_of(f"{url}/readyz") == 200)
         first = scrape(url)
         page = httpx.get(f"{url}/").text
     for name in GENERATION:
@@ -179,7 +128,7 @@ def test_every_contract_metric_matches_ground_truth_and_survives_restart(
 
     with exporter(sim, tmp_path) as url:
         before_ready = scrape(url)
-        wait_for(lambda: _get(f"{url}/readyz") == 200)
+        wait_for(lambda: status_of(f"{url}/readyz") == 200)
         second = scrape(url)
     for name in GENERATION:
         assert before_ready.get(name, {}) == first.get(name, {}), f"{name} kept across restart"
@@ -191,8 +140,8 @@ def test_readyz_waits_for_every_source(start_sim: Callable[..., Sim], tmp_path: 
         make_scenario([{"name": "fast"}, {"name": "slow", "faults": {"latency_ms": 1500}}])
     )
     with exporter(sim, tmp_path) as url:
-        assert _get(f"{url}/readyz") == 503
-        wait_for(lambda: _get(f"{url}/readyz") == 200)
+        assert status_of(f"{url}/readyz") == 503
+        wait_for(lambda: status_of(f"{url}/readyz") == 200)
 
 
 @pytest.mark.skipif(
@@ -203,7 +152,7 @@ def test_promtool_check_metrics_finds_nothing(
 ) -> None:
     sim = start_sim(make_scenario(SCENARIO))
     with exporter(sim, tmp_path) as url:
-        wait_for(lambda: _get(f"{url}/readyz") == 200)
+        wait_for(lambda: status_of(f"{url}/readyz") == 200)
         text = httpx.get(f"{url}/metrics").text
     lint = subprocess.run(
         ["promtool", "check", "metrics"],

@@ -72,3 +72,18 @@ async def test_overflowing_source_is_rescheduled_sooner(
         interval = scheduler.interval(t)
         await scheduler.stop(5)
     assert interval == 2
+
+
+async def test_housekeeping_jobs_run_beside_the_polls(sim: Sim, tmp_path: Path) -> None:
+    runs: list[float] = []
+
+    async def job() -> None:
+        runs.append(asyncio.get_running_loop().time())
+
+    async with running(sim, tmp_path / "x.duckdb") as (c, _, _):
+        scheduler = PollScheduler(c, [])
+        scheduler.every("export", 0.2, job)
+        scheduler.start()
+        await eventually(lambda: len(runs) >= 2)
+        await scheduler.stop(1)
+    assert runs[1] > runs[0]

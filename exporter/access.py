@@ -1,0 +1,69 @@
+"""Reading the database from a second process, as seamlessly as DuckDB allows.
+
+DuckDB lets one process write a database file and nobody else open it meanwhile. So ``report``
+and ``export`` first try the file directly (fast, and works when no exporter runs); when a running
+exporter holds the lock they ask that exporter over HTTP instead (``/api/reports``,
+``/api/export``), which runs the same code against its own connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from exporter.export import ExportResult, export_parquet
+from exporter.reports import Report, ReportError, ReportResult, run_report
+from exporter.store import Store
+
+
+class RemoteError(Exception):
+    """The running exporter could not be reached or refused the request."""
+
+
+def local_report(db: Path, report: Report, params: Mapping[str, Any]) -> ReportResult:
+    if not db.exists():
+        raise ReportError(f"{db}: no such database (run `collect` or `run` first)")
+    store = Store(db, read_only=True)
+    try:
+        return run_report(store.cursor(), report, params)
+    finally:
+        store.close(checkpoint=False)
+
+
+def remote_reports(url: str) -> list[dict[str, Any]]:
+    answer = _call("GET", f"{url}/api/reports")
+    return list(answer["reports"])
+
+
+def remote_report(url: str, name: str, params: Mapping[str, str]) -> ReportResult:
+    return ReportResult.from_json(_call("GET", f"{url}/api/reports/{name}", params=dict(params)))
+
+
+def remote_export(url: str) -> ExportResult:
+    return ExportResult(**_call("POST", f"{url}/api/export"))
+
+
+def local_export(db: Path, root: Path) -> ExportResult:
+    store = Store(db)
+    try:
+        return export_parquet(store, root, datetime.now(UTC))
+    finally:
+        store.close()
+
+
+def _call(method: str, url: str, **kwargs: Any) -> Any:
+    try:
+        response = httpx.request(method, url, timeout=120, **kwargs)
+    except httpx.HTTPError as exc:
+        raise RemoteError(f"cannot reach the running exporter at {url}: {exc}") from None
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("error", response.text)
+        except ValueError:
+            detail = response.text
+        raise RemoteError(f"{url}: HTTP {response.status_code}: {detail}")
+    return response.json()

@@ -1,0 +1,220 @@
+"""Named SQL reports: one ``.sql`` file each in ``queries/``, with a header that declares them.
+
+A header looks like this::
+
+    -- title: Usage per project per day
+    -- description: Billable and inserted rows of finished runs, per project and day.
+    -- param: days int = 30 | how many days back, today included
+    -- param: tz str = UTC | calendar timezone
+
+Parameters are typed, validated and bound by name (``$days`` in the SQL): a value is never
+pasted into the query text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import duckdb
+
+FORMATS = ("table", "csv", "json")
+_HEADER = re.compile(r"^--\s*(title|description|param):\s*(.*)$")
+_PARAM = re.compile(r"^(\w+)\s+(int|float|str|date|bool|tz)\s*=\s*([^|]*?)\s*(?:\|\s*(.*))?$")
+_RELATIVE = re.compile(r"^today(?:-(\d+))?$")
+
+
+class ReportError(Exception):
+    """A report that cannot be found, or a parameter that cannot be used: the user's to fix."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: str
+    help: str = ""
+
+    def parse(self, raw: str, today: date) -> Any:
+        """Turn text into a typed value, or say exactly what is wrong with it."""
+        raw = raw.strip()
+        try:
+            if self.type == "int":
+                return int(raw)
+            if self.type == "float":
+                return float(raw)
+            if self.type == "bool":
+                if raw.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+                    raise ValueError(raw)
+                return raw.lower() in {"true", "1", "yes"}
+            if self.type == "date":
+                return _parse_date(raw, today)
+            if self.type == "tz":
+                ZoneInfo(raw)
+                return raw
+        except (ValueError, ZoneInfoNotFoundError):
+            hint = {"date": "YYYY-MM-DD, today, today-N or month_start", "tz": "an IANA zone"}
+            raise ReportError(
+                f"--param {self.name}: {raw!r} is not a valid {self.type}"
+                + (f" ({hint[self.type]})" if self.type in hint else "")
+            ) from None
+        return raw
+
+
+def _parse_date(raw: str, today: date) -> date:
+    if raw == "month_start":
+        return today.replace(day=1)
+    relative = _RELATIVE.match(raw)
+    if relative:
+        return today - timedelta(days=int(relative.group(1) or 0))
+    return date.fromisoformat(raw)
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    title: str
+    description: str
+    sql: str
+    params: tuple[Param, ...] = ()
+
+    def bind(self, given: Mapping[str, str], today: date | None = None) -> dict[str, Any]:
+        today = today or datetime.now(UTC).date()
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            allowed = ", ".join(known) or "none"
+            raise ReportError(
+                f"--param {unknown[0]}: report {self.name!r} has no such parameter"
+                f" (parameters: {allowed})"
+            )
+        return {name: p.parse(given.get(name, p.default), today) for name, p in known.items()}
+
+
+@dataclass
+class ReportResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [{c: _plain(v) for c, v in zip(self.columns, row, strict=True)} for row in self.rows]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"columns": self.columns, "rows": [[_plain(v) for v in r] for r in self.rows]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReportResult:
+        return cls(columns=list(data["columns"]), rows=[tuple(r) for r in data["rows"]])
+
+
+def parse_report(path: Path) -> Report:
+    text = path.read_text(encoding="utf-8")
+    meta: dict[str, str] = {}
+    params: list[Param] = []
+    for line in text.splitlines():
+        header = _HEADER.match(line.strip())
+        if not line.startswith("--"):
+            break
+        if header is None:
+            continue
+        key, value = header.groups()
+        if key == "param":
+            spec = _PARAM.match(value)
+            if spec is None:
+                raise ReportError(f"{path}: cannot read parameter declaration {value!r}")
+            name, kind, default, help_text = spec.groups()
+            params.append(Param(name, kind, default, help_text or ""))
+        else:
+            meta[key] = value
+    if "title" not in meta:
+        raise ReportError(f"{path}: the header has no '-- title:' line")
+    return Report(
+        name=path.stem,
+        title=meta["title"],
+        description=meta.get("description", ""),
+        sql=text,
+        params=tuple(params),
+    )
+
+
+def default_queries_dir() -> Path:
+    """``exporter/queries`` in an installed wheel; the repository's ``queries/`` otherwise."""
+    packaged = Path(__file__).parent / "queries"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "queries"
+
+
+def load_reports(directory: Path | None = None) -> dict[str, Report]:
+    directory = directory or default_queries_dir()
+    if not directory.is_dir():
+        raise ReportError(f"{directory}: no such reports directory")
+    return {r.name: r for r in map(parse_report, sorted(directory.glob("*.sql")))}
+
+
+def run_report(
+    cur: duckdb.DuckDBPyConnection, report: Report, params: Mapping[str, Any]
+) -> ReportResult:
+    try:
+        result = cur.execute(report.sql, dict(params))
+    except duckdb.Error as exc:
+        raise ReportError(f"report {report.name!r} failed: {str(exc).splitlines()[0]}") from None
+    columns = [d[0] for d in result.description or []]
+    return ReportResult(columns=columns, rows=result.fetchall())
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
+
+
+def render(result: ReportResult, fmt: str, title: str = "") -> str:
+    if fmt == "json":
+        return json.dumps(result.records(), indent=2) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows([_plain(v) for v in row] for row in result.rows)
+        return out.getvalue()
+    return _table(result, title)
+
+
+def _table(result: ReportResult, title: str) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None)
+    for column in result.columns:
+        table.add_column(column)
+    for row in result.rows:
+        table.add_row(*("" if v is None else str(_plain(v)) for v in row))
+    console = Console(file=io.StringIO(), width=200, record=True)
+    console.print(table)
+    return console.export_text()
+
+
+def describe(reports: Sequence[Report]) -> str:
+    lines = []
+    for r in reports:
+        lines.append(f"{r.name:<22} {r.title}")
+        if r.description:
+            lines.append(f"{'':<22} {r.description}")
+        for p in r.params:
+            lines.append(f"{'':<22}   --param {p.name}={p.default}  ({p.type}) {p.help}".rstrip())
+    return "\n".join(lines) + "\n"

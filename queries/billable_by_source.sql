@@ -1,0 +1,17 @@
+-- title: Billable rows by source over a period
+-- description: Which sources the bill comes from: billable rows per source and their share.
+-- param: since date = month_start | first day counted
+-- param: until date = today | last day counted, included
+-- param: tz tz = UTC | timezone of the calendar
+SELECT
+    project,
+    source,
+    count(*) AS runs,
+    sum(billable_rows) AS billable_rows,
+    sum(total_inserted_rows) AS inserted_rows,
+    round(sum(billable_rows) / nullif(sum(sum(billable_rows)) OVER (), 0), 4) AS share
+FROM runs
+WHERE finished AND finished_at IS NOT NULL
+  AND CAST(timezone($tz, finished_at) AS DATE) BETWEEN $since AND $until
+GROUP BY ALL
+ORDER BY billable_rows DESC, project, source;

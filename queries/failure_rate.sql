@@ -1,0 +1,14 @@
+-- title: Failure rate by source and trigger
+-- description: Finished runs, failed runs and their ratio, per source and trigger.
+-- param: since date = today-6 | first day counted (UTC, by queuedAt)
+SELECT
+    project,
+    source,
+    trigger,
+    count(*) AS runs,
+    count(*) FILTER (WHERE status = 'failed') AS failed,
+    round(count(*) FILTER (WHERE status = 'failed') / count(*), 4) AS failure_rate
+FROM runs
+WHERE finished AND CAST(queued_at AS DATE) >= $since
+GROUP BY ALL
+ORDER BY failure_rate DESC, project, source, trigger;

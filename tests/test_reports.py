@@ -1,0 +1,260 @@
+"""Every bundled report on a database filled from the simulator, against values computed
+independently from the simulator's ground truth."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.collector import targets
+from exporter.reports import ReportError, load_reports, parse_report, render, run_report
+from exporter.store import Store
+from tests.conftest import EPOCH, Sim, make_scenario
+from tests.test_collector import running, target
+
+REPORTS = load_reports()
+SCENARIO = [
+    {"name": "orders", "runs_per_hour": 30, "failure_rate": 0.2, "duration_seconds": 300},
+    {
+        "name": "billing",
+        "runs_per_hour": 12,
+        "failure_rate": 0.1,
+        "queue_wait_seconds": 30,
+        "regenerate_share": 0.5,
+    },
+]
+# The frozen instant: 26 hours after the epoch, so runs span two calendar days.
+NOW = EPOCH.replace(day=2, hour=14)
+WIDE = {"since": "2026-01-01", "until": "2026-12-31"}
+
+
+@pytest.fixture
+async def filled(start_sim: Callable[..., Sim], tmp_path: Path) -> tuple[Sim, Path]:
+    sim = start_sim(make_scenario(SCENARIO), now=NOW)
+    db = tmp_path / "x.duckdb"
+    async with running(sim, db) as (c, store, _):
+        store.sync_sources([(t.project.id, t.source.id, *t.labels) for t in targets(c.config)])
+        for name in ("orders", "billing"):
+            assert (await c.poll(target(c, name))).ok
+    return sim, db
+
+
+def events(sim: Sim) -> list[dict[str, Any]]:
+    """What the exporter saw: each source's newest 200 runs at the frozen instant."""
+    out = []
+    for source in ("orders", "billing"):
+        state = sim.state("shop", source)
+        for spec in sim.world.runs(state, NOW, 200):
+            e = sim.world.event(state, spec, NOW)
+            e["source"] = source
+            out.append(e)
+    return out
+
+
+def ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def finished(e: dict[str, Any]) -> bool:
+    return e["status"] in ("success", "failed") or e["finishedAt"] is not None
+
+
+def quantile(values: list[float], p: float) -> float:
+    xs = sorted(values)
+    k = (len(xs) - 1) * p
+    lo, hi = math.floor(k), math.ceil(k)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+@pytest.fixture
+def run(filled: tuple[Sim, Path]) -> Iterator[Callable[..., list[dict[str, Any]]]]:
+    store = Store(filled[1], read_only=True)
+
+    def go(name: str, **params: str) -> list[dict[str, Any]]:
+        report = REPORTS[name]
+        return run_report(store.cursor(), report, report.bind(params)).records()
+
+    yield go
+    store.close(checkpoint=False)
+
+
+def test_every_report_is_declared_properly() -> None:
+    assert {
+        "usage_daily",
+        "usage_monthly",
+        "billable_by_source",
+        "failure_rate",
+        "duration_percentiles",
+        "slowest_runs",
+        "recent_failures",
+        "queue_wait",
+        "stuck_runs",
+    } <= set(REPORTS)
+    for report in REPORTS.values():
+        assert report.title
+        assert report.description
+        used = set(re.findall(r"\$(\w+)", report.sql))
+        assert used == {p.name for p in report.params}, report.name
+
+
+def test_usage_daily(filled: tuple[Sim, Path], run: Callable[..., Any]) -> None:
+    expected: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for e in events(filled[0]):
+        if finished(e):
+            day = ts(e["finishedAt"]).date().isoformat()  # type: ignore[union-attr]
+            sums = expected[("shop", day)]
+            sums[0] += 1
+            sums[1] += e["billableRows"]
+            sums[2] += e["totalInsertedRows"]
+    got = {
+        (r["project"], r["day"]): [r["runs"], r["billable_rows"], r["inserted_rows"]]
+        for r in run("usage_daily", **WIDE)
+    }
+    assert len(got) == 2, "two calendar days"
+    assert got == expected
+
+
+def test_usage_daily_honours_the_timezone(
+    filled: tuple[Sim, Path], run: Callable[..., Any]
+) -> None:
+    utc = run("usage_daily", **WIDE)
+    tokyo = run("usage_daily", **WIDE, tz="Asia/Tokyo")
+    assert sum(r["runs"] for r in utc) == sum(r["runs"] for r in tokyo)
+    assert [r["day"] for r in utc] != [r["day"] for r in tokyo]
+
+
+def test_usage_monthly_and_billable_by_source(
+    filled: tuple[Sim, Path], run: Callable[..., Any]
+) -> None:
+    done = [e for e in events(filled[0]) if finished(e)]
+    [month] = run("usage_monthly", **WIDE)
+    assert month == {
+        "project": "shop",
+        "month": "2026-11",
+        "runs": len(done),
+        "billable_rows": sum(e["billableRows"] for e in done),
+        "inserted_rows": sum(e["totalInsertedRows"] for e in done),
+    }
+    by_source = {r["source"]: r for r in run("billable_by_source", **WIDE)}
+    total = sum(e["billableRows"] for e in done)
+    for source in ("orders", "billing"):
+        rows = sum(e["billableRows"] for e in done if e["source"] == source)
+        assert by_source[source]["billable_rows"] == rows
+        assert by_source[source]["share"] == pytest.approx(round(rows / total, 4))
+
+
+def test_failure_rate(filled: tuple[Sim, Path], run: Callable[..., Any]) -> None:
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for e in events(filled[0]):
+        if finished(e):
+            counts[(e["source"], e["trigger"])][0] += 1
+            counts[(e["source"], e["trigger"])][1] += e["status"] == "failed"
+    got = {(r["source"], r["trigger"]): r for r in run("failure_rate", since="2026-01-01")}
+    assert got.keys() == counts.keys()
+    for key, (runs, failed) in counts.items():
+        assert (got[key]["runs"], got[key]["failed"]) == (runs, failed)
+        assert got[key]["failure_rate"] == pytest.approx(round(failed / runs, 4))
+
+
+def test_duration_percentiles(filled: tuple[Sim, Path], run: Callable[..., Any]) -> None:
+    got = {r["source"]: r for r in run("duration_percentiles", since="2026-01-01")}
+    for source in ("orders", "billing"):
+        durations = [
+            e["durationMs"] / 1000
+            for e in events(filled[0])
+            if finished(e) and e["source"] == source
+        ]
+        row = got[source]
+        assert row["runs"] == len(durations)
+        for p, col in ((0.5, "p50_seconds"), (0.95, "p95_seconds"), (0.99, "p99_seconds")):
+            assert row[col] == pytest.approx(quantile(durations, p), abs=0.001)
+        assert row["max_seconds"] == pytest.approx(max(durations), abs=0.001)
+
+
+def test_slowest_runs(filled: tuple[Sim, Path], run: Callable[..., Any]) -> None:
+    done = sorted((e for e in events(filled[0]) if finished(e)), key=lambda e: -e["durationMs"])
+    got = run("slowest_runs", since="2026-01-01", limit="5")
+    assert [r["id"] for r in got] == [e["id"] for e in done[:5]]
+    assert got[0]["duration_seconds"] == pytest.approx(done[0]["durationMs"] / 1000, abs=0.001)
+
+
+def test_recent_failures(filled: tuple[Sim, Path], run: Callable[..., Any]) -> None:
+    failed = sorted(
+        (e for e in events(filled[0]) if e["status"] == "failed"),
+        key=lambda e: e["finishedAt"],
+        reverse=True,
+    )
+    got = run("recent_failures", limit="3")
+    assert [r["id"] for r in got] == [e["id"] for e in failed[:3]]
+    assert all(r["error_message"] for r in got)
+
+
+def test_queue_wait(filled: tuple[Sim, Path], run: Callable[..., Any]) -> None:
+    got = {r["source"]: r for r in run("queue_wait", since="2026-01-01")}
+    for source in ("orders", "billing"):
+        waits = [
+            (ts(e["startedAt"]) - ts(e["queuedAt"])).total_seconds()  # type: ignore[operator]
+            for e in events(filled[0])
+            if e["startedAt"] and e["source"] == source
+        ]
+        assert got[source]["runs"] == len(waits)
+        assert got[source]["p50_seconds"] == pytest.approx(quantile(waits, 0.5), abs=0.001)
+        assert got[source]["max_seconds"] == pytest.approx(max(waits), abs=0.001)
+
+
+def test_stuck_runs(filled: tuple[Sim, Path], run: Callable[..., Any]) -> None:
+    in_progress = {e["id"] for e in events(filled[0]) if e["status"] in ("queued", "active")}
+    assert in_progress, "the frozen instant has runs in flight"
+    got = run("stuck_runs", older_than_minutes="60")
+    # The simulator's clock is frozen weeks before the real one, so every unfinished run is old.
+    assert {r["id"] for r in got} == in_progress
+
+
+def test_params_are_typed_and_checked() -> None:
+    report = REPORTS["slowest_runs"]
+    bound = report.bind({"limit": "7", "since": "today-3"}, today=date(2026, 11, 22))
+    assert bound == {"since": date(2026, 11, 19), "limit": 7}
+    assert report.bind({"since": "month_start"}, today=date(2026, 11, 22))["since"] == date(
+        2026, 11, 1
+    )
+    with pytest.raises(ReportError, match="--param limit: 'many' is not a valid int"):
+        report.bind({"limit": "many"})
+    with pytest.raises(ReportError, match="no such parameter"):
+        report.bind({"limt": "1"})
+    with pytest.raises(ReportError, match="not a valid tz"):
+        REPORTS["usage_daily"].bind({"tz": "Mars/Olympus"})
+
+
+def test_a_parameter_cannot_inject_sql(filled: tuple[Sim, Path], run: Callable[..., Any]) -> None:
+    rows = run("usage_daily", since="2026-01-01", until="2026-12-31", tz="UTC")
+    with pytest.raises(ReportError):
+        run("usage_daily", tz="UTC'); DROP TABLE events; --")
+    assert run("usage_daily", since="2026-01-01", until="2026-12-31", tz="UTC") == rows
+
+
+def test_render_formats(filled: tuple[Sim, Path]) -> None:
+    store = Store(filled[1], read_only=True)
+    try:
+        report = REPORTS["failure_rate"]
+        result = run_report(store.cursor(), report, report.bind({"since": "2026-01-01"}))
+    finally:
+        store.close(checkpoint=False)
+    csv_text = render(result, "csv")
+    assert csv_text.splitlines()[0] == "project,source,trigger,runs,failed,failure_rate"
+    assert len(csv_text.splitlines()) == len(result.rows) + 1
+    assert '"failure_rate":' in render(result, "json").replace(" ", "")
+    assert "failure_rate" in render(result, "table", "Failure rate")
+
+
+def test_header_without_title_is_rejected(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sql"
+    bad.write_text("-- description: no title\nSELECT 1;\n")
+    with pytest.raises(ReportError, match="title"):
+        parse_report(bad)
