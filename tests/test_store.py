@@ -218,5 +218,5 @@ def test_a_second_writer_process_is_refused_clearly(tmp_path: Path) -> None:
     finally:
         holder.close()
     assert probe.returncode != 0
-    assert "StoreError" in probe.stderr
-    assert "lock" in probe.stderr.lower()
+    assert "DatabaseLocked" in probe.stderr
+    assert "locked by another process" in probe.stderr
