@@ -45,6 +45,14 @@ async def run_demo(
     config = demo_config(f"http://{address(sock)}/api", scenario, db_path, listen)
     announce(f"simulator:  http://{address(sock)}/api  (serving {len(sim.world.sources)} sources)")
     announce(f"database:   {db_path}")
+    announce(
+        "prometheus: prometheus --config.file=prometheus/prometheus.yml"
+        f"  (scrapes {listen}; rules in prometheus/rules/)"
+    )
+    announce(
+        "grafana:    mount grafana/provisioning at /etc/grafana/provisioning and"
+        " grafana/dashboards at /var/lib/grafana/dashboards/synthbrew (or: docker compose up)"
+    )
     try:
         await service.run(config, announce=announce)
     finally:

@@ -155,10 +155,11 @@ def test_run_demo_serves_the_simulator_and_metrics(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(3)]
+        lines = [proc.stdout.readline() for _ in range(5)]
         assert lines[0].startswith("simulator:  http://127.0.0.1:")
-        assert lines[2].startswith("exporter:   http://127.0.0.1:")
-        url = lines[2].split()[1].rstrip("/")
+        assert lines[2].startswith("prometheus: prometheus --config.file=prometheus/prometheus.yml")
+        assert lines[4].startswith("exporter:   http://127.0.0.1:")
+        url = lines[4].split()[1].rstrip("/")
         deadline = time.monotonic() + 60
         while httpx.get(f"{url}/readyz").status_code != 200:
             assert time.monotonic() < deadline, "the demo never became ready"
