@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 
 from exporter.export import ExportResult, export_parquet
+from exporter.models import GenerationEvent
 from exporter.reports import Report, ReportError, ReportResult, run_report
 from exporter.store import Store
 
@@ -53,6 +55,21 @@ def local_export(db: Path, root: Path) -> ExportResult:
         return export_parquet(store, root, datetime.now(UTC))
     finally:
         store.close()
+
+
+def local_ingest(
+    db: Path, project_id: UUID, source_id: UUID, events: list[GenerationEvent]
+) -> None:
+    store = Store(db)
+    try:
+        store.ingest(project_id, source_id, events, now=datetime.now(UTC))
+    finally:
+        store.close()
+
+
+def remote_poll(url: str, project: str, source: str) -> dict[str, Any]:
+    """Ask the running exporter to poll one source now (it holds the database)."""
+    return dict(_call("POST", f"{url}/api/poll/{project}/{source}"))
 
 
 def _call(method: str, url: str, **kwargs: Any) -> Any:

@@ -55,6 +55,14 @@ class Exporter:
             raise ReportError("export.path is not configured")
         return export_parquet(self.store, self.config.export.path, datetime.now(UTC))
 
+    async def poll_now(self, project: str, source: str) -> dict[str, object]:
+        """Poll one source right away (e.g. after `regenerate`), outside its schedule."""
+        for target in self.targets:
+            if target.labels == (project, source):
+                result = await self.collector.poll(target)
+                return {"ok": result.ok, "received": result.received, "new": result.new}
+        raise KeyError(f"{project}/{source}")
+
     def ready(self) -> bool:
         return self.scheduler is not None and self.scheduler.all_polled
 

@@ -55,6 +55,8 @@ class Api(Protocol):
 
     def export(self) -> ExportResult: ...
 
+    async def poll_now(self, project: str, source: str) -> dict[str, object]: ...
+
 
 def build_app(registry: CollectorRegistry, status: Status, api: Api | None = None) -> Starlette:
     async def metrics(request: Request) -> Response:
@@ -114,6 +116,16 @@ def build_app(registry: CollectorRegistry, status: Status, api: Api | None = Non
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(asdict(result))
 
+    async def poll(request: Request) -> Response:
+        assert api is not None
+        try:
+            answer = await api.poll_now(
+                request.path_params["project"], request.path_params["source"]
+            )
+        except KeyError as exc:
+            return JSONResponse({"error": f"no configured source {exc.args[0]}"}, status_code=404)
+        return JSONResponse(answer)
+
     routes = [
         Route("/metrics", metrics),
         Route("/healthz", healthz),
@@ -125,6 +137,7 @@ def build_app(registry: CollectorRegistry, status: Status, api: Api | None = Non
             Route("/api/reports", list_reports),
             Route("/api/reports/{name}", report),
             Route("/api/export", export, methods=["POST"]),
+            Route("/api/poll/{project}/{source}", poll, methods=["POST"]),
         ]
     return Starlette(routes=routes)
 
