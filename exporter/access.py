@@ -8,6 +8,7 @@ exporter holds the lock they ask that exporter over HTTP instead (``/api/reports
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,9 @@ from exporter.export import ExportResult, export_parquet
 from exporter.models import GenerationEvent
 from exporter.reports import Report, ReportError, ReportResult, run_report
 from exporter.store import Store
+
+ENV_WEB_AUTH = "SYNTHBREW_WEB_AUTH"
+ENV_WEB_CA_FILE = "SYNTHBREW_WEB_CA_FILE"
 
 
 class RemoteError(Exception):
@@ -73,8 +77,13 @@ def remote_poll(url: str, project: str, source: str) -> dict[str, Any]:
 
 
 def _call(method: str, url: str, **kwargs: Any) -> Any:
+    """One request to the running exporter, with the credentials and CA from the environment
+    when its endpoints are protected (basic auth, TLS with a private CA)."""
+    user, sep, password = os.environ.get(ENV_WEB_AUTH, "").partition(":")
+    auth = httpx.BasicAuth(user, password) if sep else None
+    verify: str | bool = os.environ.get(ENV_WEB_CA_FILE) or True
     try:
-        response = httpx.request(method, url, timeout=120, **kwargs)
+        response = httpx.request(method, url, timeout=120, auth=auth, verify=verify, **kwargs)
     except httpx.HTTPError as exc:
         raise RemoteError(f"cannot reach the running exporter at {url}: {exc}") from None
     if response.status_code >= 400:

@@ -39,7 +39,6 @@ from exporter.config import (
     ConfigError,
     ServerConfig,
     load_config,
-    split_listen,
 )
 from exporter.demo import run_demo
 from exporter.logs import setup_logging
@@ -202,8 +201,7 @@ def _report_source(
         return database, None, None
     with config_errors():
         config = load_config(config_path)
-    host, port = split_listen(config.server.listen)
-    return config.database.path, f"http://{host}:{port}", config.reports.queries_dir
+    return config.database.path, config.server.url, config.reports.queries_dir
 
 
 @main.command()
@@ -302,7 +300,6 @@ def export_cmd(config_path: Path | None, output: Path | None) -> None:
     try:
         result = local_export(config.database.path, root)
     except DatabaseLocked:
-        host, port = split_listen(config.server.listen)
         if output is not None and output != config.export.path:
             fail(
                 "the database is locked by a running exporter, which exports only to"
@@ -310,7 +307,7 @@ def export_cmd(config_path: Path | None, output: Path | None) -> None:
                 code=1,
             )
         try:
-            result = remote_export(f"http://{host}:{port}")
+            result = remote_export(config.server.url)
         except RemoteError as exc:
             fail(str(exc), code=1)
     except StoreError as exc:
@@ -472,9 +469,8 @@ def _store_run(config: Config, target: Target, run: GenerationEvent) -> str:
         local_ingest(config.database.path, *target.key, [run])
         return f"stored run {run.id} in {config.database.path}"
     except DatabaseLocked:
-        host, port = split_listen(config.server.listen)
         try:
-            remote_poll(f"http://{host}:{port}", *target.labels)
+            remote_poll(config.server.url, *target.labels)
         except RemoteError as exc:
             return f"warning: the run was not stored now ({exc}); the next poll will store it"
         return "the running exporter polled the source: the run is stored"

@@ -21,7 +21,7 @@ from exporter.client import SynthbrewClient, UpstreamError
 from exporter.config import CollectorConfig, Config, ProjectConfig, SourceConfig
 from exporter.models import EventPage
 from exporter.selfmetrics import ExporterStats
-from exporter.store import Store
+from exporter.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -163,28 +163,39 @@ class Collector:
         try:
             result = await self._poll(target, plan, started)
         except UpstreamError as exc:
-            result = PollResult(
-                target=target,
-                ok=False,
-                duration_seconds=time.perf_counter() - started,
-                plan=replace(plan, limit=self.config.collector.page_limit),
-                reason=exc.reason,
-                message=str(exc),
-            )
             log.warning("poll %s failed (%s): %s", target.name, exc.reason, exc)
+            result = self._failed(target, plan, started, exc.reason, str(exc))
+        except StoreError as exc:
+            log.error("poll %s: %s", target.name, exc)
+            result = self._failed(target, plan, started, "store", str(exc))
         self.plans[target.key] = result.plan
-        await self.store.call(
-            self.store.record_poll,
-            *target.key,
-            now=self._now(),
-            ok=result.ok,
-            reason=result.reason,
-            message=result.message,
-            page_limit=result.plan.limit,
-            interval_seconds=result.plan.interval_seconds,
-        )
+        try:
+            await self.store.call(
+                self.store.record_poll,
+                *target.key,
+                now=self._now(),
+                ok=result.ok,
+                reason=result.reason,
+                message=result.message,
+                page_limit=result.plan.limit,
+                interval_seconds=result.plan.interval_seconds,
+            )
+        except StoreError as exc:
+            log.error("poll %s: could not record the outcome: %s", target.name, exc)
         self._observe(result)
         return result
+
+    def _failed(
+        self, target: Target, plan: Plan, started: float, reason: str, message: str
+    ) -> PollResult:
+        return PollResult(
+            target=target,
+            ok=False,
+            duration_seconds=time.perf_counter() - started,
+            plan=replace(plan, limit=self.config.collector.page_limit),
+            reason=reason,
+            message=message,
+        )
 
     async def _poll(self, target: Target, plan: Plan, started: float) -> PollResult:
         cfg = self.config.collector

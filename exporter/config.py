@@ -139,8 +139,44 @@ class DatabaseConfig(Section):
     path: Path = Path("synthbrew.duckdb")
 
 
+def _readable_file(value: Path) -> Path:
+    if not value.is_file():
+        raise ValueError(f"no such file: {value}")
+    return value
+
+
+ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
+_BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+
+
+def _check_bcrypt(value: SecretStr) -> SecretStr:
+    if not _BCRYPT.match(value.get_secret_value()):
+        raise ValueError("expected a bcrypt hash ($2b$...), e.g. from `htpasswd -nBC 12 USER`")
+    return value
+
+
+class TlsServerConfig(Section):
+    """As in the Prometheus exporter-toolkit web config."""
+
+    cert_file: ReadableFile
+    key_file: ReadableFile
+
+
 class ServerConfig(Section):
     listen: Listen = f"127.0.0.1:{DEFAULT_PORT}"
+    tls_server_config: TlsServerConfig | None = None
+    basic_auth_users: dict[str, Annotated[SecretStr, AfterValidator(_check_bcrypt)]] = Field(
+        default_factory=dict, description="user name -> bcrypt hash of the password"
+    )
+
+    @property
+    def url(self) -> str:
+        """Where a local client reaches this server (a wildcard address means loopback)."""
+        host, port = split_listen(self.listen)
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        host = f"[{host}]" if ":" in host else host
+        scheme = "https" if self.tls_server_config else "http"
+        return f"{scheme}://{host}:{port}"
 
 
 class SourceConfig(Section):

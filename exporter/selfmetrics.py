@@ -17,6 +17,8 @@ from prometheus_client import (
 from exporter import __version__
 from exporter.client import REASONS
 
+# The contract's upstream reasons, plus `store`: the page arrived but could not be committed.
+POLL_ERROR_REASONS = (*REASONS, "store")
 POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 LABELS = ("project", "source")
 
@@ -76,7 +78,7 @@ class ExporterStats:
         """Create every series at zero so rates and alerts work before the first failure."""
         for outcome in ("success", "error"):
             self.polls.labels(project, source, outcome)
-        for reason in REASONS:
+        for reason in POLL_ERROR_REASONS:
             self.poll_errors.labels(project, source, reason)
         self.poll_duration.labels(project, source)
         self.invalid_events.labels(project, source)

@@ -129,9 +129,16 @@ async def run(
     sock = bind(config.server.listen)
     try:
         async with open_exporter(config) as exporter:
-            web = make_server(build_app(exporter.registry, exporter, exporter))
+            server = config.server
+            tls = server.tls_server_config
+            app = build_app(exporter.registry, exporter, exporter, server.basic_auth_users)
+            web = make_server(
+                app,
+                ssl_certfile=str(tls.cert_file) if tls else None,
+                ssl_keyfile=str(tls.key_file) if tls else None,
+            )
             web_task = asyncio.create_task(web.serve(sockets=[sock]), name="http")
-            url = f"http://{address(sock)}"
+            url = f"{'https' if tls else 'http'}://{address(sock)}"
             announce(f"exporter:   {url}/  (metrics: {url}/metrics, ready: {url}/readyz)")
             announce(f"reports:    synthbrew-exporter report --url {url}")
             exporter.scheduler = PollScheduler(exporter.collector, exporter.targets)

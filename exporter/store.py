@@ -9,6 +9,7 @@ A page is upserted in one transaction through Arrow: DuckDB sees one columnar ta
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 import duckdb
@@ -161,6 +162,20 @@ class StoreError(Exception):
     """The database cannot be opened or written, worded for the operator."""
 
 
+def _writes(method: Callable[Concatenate[Store, P], T]) -> Callable[Concatenate[Store, P], T]:
+    """A failed write (disk full, read-only file system, ...) becomes a StoreError that names
+    the database, instead of a DuckDB exception escaping to whoever called."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except duckdb.Error as exc:
+            raise StoreError(f"{self.path}: database write failed: {_first_line(exc)}") from None
+
+    return wrapper
+
+
 class DatabaseLocked(StoreError):
     """Another process (usually a running exporter) holds the database file."""
 
@@ -282,6 +297,7 @@ class Store:
     def _transaction(self) -> _Transaction:
         return _Transaction(self._conn)
 
+    @_writes
     def ingest(
         self,
         project_id: UUID,
@@ -335,6 +351,7 @@ class Store:
         ).fetchall()
         return len(row)
 
+    @_writes
     def record_poll(
         self,
         project_id: UUID,
@@ -395,6 +412,7 @@ class Store:
         ).fetchall()
         return {(r[0], r[1]): PollState(*r) for r in rows}
 
+    @_writes
     def sync_sources(self, names: Sequence[tuple[UUID, UUID, str, str]]) -> None:
         """Keep the configured names beside the ids, so SQL reports can speak in names.
 
@@ -432,6 +450,7 @@ class Store:
         )
         return {(r[0], r[1], r[2]): r[3] for r in rows}
 
+    @_writes
     def record_export(
         self, project_id: UUID, source_id: UUID, month: str, fingerprint: str, now: datetime
     ) -> None:

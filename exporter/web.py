@@ -6,20 +6,28 @@ the poll loop on the event loop never waits for a scrape.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
+import hashlib
 import html
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Protocol
 
+import bcrypt
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from exporter import __version__
 from exporter.export import ExportResult
@@ -58,7 +66,62 @@ class Api(Protocol):
     async def poll_now(self, project: str, source: str) -> dict[str, object]: ...
 
 
-def build_app(registry: CollectorRegistry, status: Status, api: Api | None = None) -> Starlette:
+class BasicAuth:
+    """HTTP basic auth against bcrypt hashes, as the Prometheus exporter-toolkit does it.
+
+    bcrypt is slow on purpose (tens of milliseconds), so a verified (user, password) pair is
+    remembered by a digest for the life of the process; a wrong password is never cached.
+    Health endpoints stay open: they say nothing, and probes rarely carry credentials.
+    """
+
+    OPEN = frozenset({"/healthz", "/readyz"})
+
+    def __init__(self, app: ASGIApp, users: Mapping[str, SecretStr]) -> None:
+        self.app = app
+        self.users = {name: h.get_secret_value().encode() for name, h in users.items()}
+        self._verified: set[bytes] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.OPEN:
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("authorization", "")
+        if await self._allowed(header):
+            await self.app(scope, receive, send)
+            return
+        denied = PlainTextResponse(
+            "unauthorized\n",
+            status_code=401,
+            headers={"www-authenticate": 'Basic realm="synthbrew-exporter"'},
+        )
+        await denied(scope, receive, send)
+
+    async def _allowed(self, header: str) -> bool:
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        hashed = self.users.get(user)
+        if not sep or hashed is None:
+            return False
+        digest = hashlib.sha256(f"{user}\0{password}\0".encode() + hashed).digest()
+        if digest in self._verified:
+            return True
+        ok = await run_in_threadpool(bcrypt.checkpw, password.encode(), hashed)
+        if ok:
+            self._verified.add(digest)
+        return ok
+
+
+def build_app(
+    registry: CollectorRegistry,
+    status: Status,
+    api: Api | None = None,
+    users: Mapping[str, SecretStr] | None = None,
+) -> Starlette:
     async def metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         body = await run_in_threadpool(encoder, registry)
@@ -139,7 +202,8 @@ def build_app(registry: CollectorRegistry, status: Status, api: Api | None = Non
             Route("/api/export", export, methods=["POST"]),
             Route("/api/poll/{project}/{source}", poll, methods=["POST"]),
         ]
-    return Starlette(routes=routes)
+    middleware = [Middleware(BasicAuth, users=users)] if users else []
+    return Starlette(routes=routes, middleware=middleware)
 
 
 def render_landing(sources: Sequence[SourceStatus]) -> str:

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from exporter.models import RegenerateRequest
+from exporter.simulator.scenario import Faults
 from exporter.simulator.world import SourceState, World
 
 API = "/api/public/v1/projects/{project_id}/sources/{source_id}"
@@ -42,6 +43,11 @@ class SimulatorApp:
                 Route("/_sim/clock", self.clock, methods=["GET", "POST"]),
                 Route("/_sim/scenario", self.scenario, methods=["GET"]),
                 Route(f"/_sim/truth{API.removeprefix('/api/public/v1')}", self.truth),
+                Route(
+                    f"/_sim/faults{API.removeprefix('/api/public/v1')}",
+                    self.faults,
+                    methods=["PUT"],
+                ),
             ]
         )
 
@@ -161,13 +167,32 @@ class SimulatorApp:
             }
         )
 
-    async def truth(self, request: Request) -> Response:
-        """Every run queued so far, unwindowed and uncorrupted: what the exporter should know."""
+    async def faults(self, request: Request) -> Response:
+        """Replace a source's faults (and rate limit) while running: faults come and go."""
+        state = self._state_of(request)
+        if state is None:
+            return _error(404, "project or source not found")
+        body = await request.json()
+        try:
+            faults = Faults.model_validate(body.get("faults", {}))
+        except ValidationError as exc:
+            return _error(400, str(exc))
+        with self.world.lock:
+            state.source.faults = faults
+            state.source.rate_limit_rpm = body.get("rate_limit_rpm")
+            state.recent.clear()
+        return JSONResponse(faults.model_dump())
+
+    def _state_of(self, request: Request) -> SourceState | None:
         try:
             key = (UUID(request.path_params["project_id"]), UUID(request.path_params["source_id"]))
         except ValueError:
-            return _error(404, "not found")
-        state = self.world.sources.get(key)
+            return None
+        return self.world.sources.get(key)
+
+    async def truth(self, request: Request) -> Response:
+        """Every run queued so far, unwindowed and uncorrupted: what the exporter should know."""
+        state = self._state_of(request)
         if state is None:
             return _error(404, "project or source not found")
         now = self.world.clock.now()
