@@ -9,6 +9,7 @@ exporter holds the lock they ask that exporter over HTTP instead (``/api/reports
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,7 +82,13 @@ def _call(method: str, url: str, **kwargs: Any) -> Any:
     when its endpoints are protected (basic auth, TLS with a private CA)."""
     user, sep, password = os.environ.get(ENV_WEB_AUTH, "").partition(":")
     auth = httpx.BasicAuth(user, password) if sep else None
-    verify: str | bool = os.environ.get(ENV_WEB_CA_FILE) or True
+    ca_file = os.environ.get(ENV_WEB_CA_FILE)
+    try:
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_file) if ca_file else True
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise RemoteError(f"{ENV_WEB_CA_FILE}={ca_file}: cannot load the CA: {exc}") from None
     try:
         response = httpx.request(method, url, timeout=120, auth=auth, verify=verify, **kwargs)
     except httpx.HTTPError as exc:

@@ -324,7 +324,8 @@ def format_validation_error(exc: ValidationError) -> str:
             continue
         got = ""
         if err["type"] not in {"missing", "extra_forbidden"} and "input" in err:
-            shown = "***" if "api_key" in str(err["loc"]) else repr(err["input"])
+            secret = {"api_key", "basic_auth_users"} & {str(part) for part in err["loc"]}
+            shown = "***" if secret else repr(err["input"])
             got = f" (got {shown[:80]})"
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

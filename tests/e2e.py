@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Sim, config_data
 from tests.test_cli import EXE
@@ -24,38 +26,75 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def exporter(sim: Sim, tmp_path: Path, **sections: Any) -> Iterator[str]:
-    """`synthbrew-exporter run` as a subprocess on a free port; stopped by SIGTERM, exit 0."""
+def write_config(sim: Sim, tmp_path: Path, **sections: Any) -> tuple[Path, str]:
+    """A config for ``sim`` on a free port; ``sections`` are merged over the defaults.
+    Returns the file and the exporter's URL."""
     data = config_data(sim, timeout_seconds=2, retry={"attempts": 1})
-    data.update(sections)
     port = free_port()
     data["database"] = {"path": str(tmp_path / "x.duckdb")}
     data["collector"] = {"interval_seconds": 2}
     data["server"] = {"listen": f"127.0.0.1:{port}"}
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
+    scheme = "https" if "tls_server_config" in data["server"] else "http"
+    return path, f"{scheme}://127.0.0.1:{port}"
+
+
+@contextmanager
+def exporter(
+    sim: Sim, tmp_path: Path, log: list[str] | None = None, **sections: Any
+) -> Iterator[str]:
+    """`synthbrew-exporter run` as a subprocess on a free port; stopped by SIGTERM, exit 0.
+    Its stderr is appended to ``log`` when given."""
+    path, url = write_config(sim, tmp_path, **sections)
     proc = subprocess.Popen(
         [EXE, "run", "--config", str(path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: status_of(f"{url}/healthz") == 200)
+        wait_for(lambda: proc.poll() is not None or listening(url))
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
+        if log is not None:
+            log.append(err)
         assert proc.returncode == 0, err
 
 
-def status_of(url: str) -> int:
+def listening(url: str) -> bool:
+    """Something accepts TCP connections at the URL's host and port (TLS or not)."""
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
     try:
-        return httpx.get(url, timeout=5).status_code
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def status_of(url: str, **kwargs: Any) -> int:
+    try:
+        return httpx.get(url, timeout=5, **kwargs).status_code
     except httpx.TransportError:
         return 0
+
+
+def scrape(url: str, **kwargs: Any) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
+    """Every sample of ``/metrics``: name -> labels -> value."""
+    text = httpx.get(f"{url}/metrics", timeout=30, **kwargs).text
+    out: dict[str, dict[frozenset[tuple[str, str]], float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[sample.name][frozenset(sample.labels.items())] = sample.value
+    return out
+
+
+def labels(**values: str) -> frozenset[tuple[str, str]]:
+    return frozenset(values.items())
 
 
 def wait_for(predicate: Callable[[], bool], within: float = 30) -> None:

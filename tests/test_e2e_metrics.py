@@ -11,10 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Sim, make_scenario
-from tests.e2e import exporter, status_of, wait_for
+from tests.e2e import exporter, scrape, status_of, wait_for
 
 pytestmark = pytest.mark.e2e
 GENERATION = (
@@ -29,15 +28,6 @@ GENERATION = (
     "synthbrew_generation_last_finished_timestamp_seconds",
     "synthbrew_source_info",
 )
-
-
-def scrape(url: str) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
-    text = httpx.get(f"{url}/metrics").text
-    out: dict[str, dict[frozenset[tuple[str, str]], float]] = defaultdict(dict)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[sample.name][frozenset(sample.labels.items())] = sample.value
-    return out
 
 
 def truth_metrics(
