@@ -67,7 +67,7 @@ def local_ingest(
 ) -> None:
     store = Store(db)
     try:
-        store.ingest(project_id, source_id, events, now=datetime.now(UTC))
+        store.ingest_page(project_id, source_id, events, now=datetime.now(UTC))
     finally:
         store.close()
 

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from uuid import UUID
 
 from pydantic import SecretStr
@@ -21,7 +21,7 @@ from exporter.client import SynthbrewClient, UpstreamError
 from exporter.config import CollectorConfig, Config, ProjectConfig, SourceConfig
 from exporter.models import EventPage
 from exporter.selfmetrics import ExporterStats
-from exporter.store import Store, StoreError
+from exporter.store import IngestQueue, PageIn, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ class Collector:
         config: Config,
         client: SynthbrewClient,
         store: Store,
+        writer: IngestQueue,
         stats: ExporterStats,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -131,7 +132,11 @@ class Collector:
         self.config = config
         self.client = client
         self.store = store
+        self.writer = writer
         self.stats = stats
+        # Bounds the parsed pages held between fetch and commit, so a slow disk cannot make
+        # memory grow with the number of sources.
+        self._pages = asyncio.Semaphore(config.api.max_concurrency * 4)
         self._now = now
         self.plans: dict[tuple[UUID, UUID], Plan] = {}
         self._polled_before: set[tuple[UUID, UUID]] = set()
@@ -200,21 +205,17 @@ class Collector:
     async def _poll(self, target: Target, plan: Plan, started: float) -> PollResult:
         cfg = self.config.collector
         requested = plan.limit
-        page = await self._fetch(target, requested)
-        known = await asyncio.to_thread(self._known, page)
-        if requested < cfg.page_limit and page.raw_count >= requested and known == 0:
-            # The small page was all new, so more may be hiding behind it: take the full window.
-            requested = cfg.page_limit
+        async with self._pages:
             page = await self._fetch(target, requested)
             known = await asyncio.to_thread(self._known, page)
-        full_window = requested == cfg.page_limit
-        ingest = await self.store.call(
-            self.store.ingest,
-            *target.key,
-            page.events,
-            now=self._now(),
-            stale_after=timedelta(seconds=cfg.stale_after_seconds) if full_window else None,
-        )
+            if requested < cfg.page_limit and page.raw_count >= requested and known == 0:
+                # The small page was all new, so more may hide behind it: take the full window.
+                requested = cfg.page_limit
+                page = await self._fetch(target, requested)
+                known = await asyncio.to_thread(self._known, page)
+            full_window = requested == cfg.page_limit
+            stale = await self.writer.put(PageIn(*target.key, page.events, full_window=full_window))
+        new = len({e.id for e in page.events}) - known
         first = target.key not in self._polled_before
         gap = not first and full_window and page.raw_count >= requested and known == 0
         self._polled_before.add(target.key)
@@ -236,7 +237,7 @@ class Collector:
             plan,
             requested=requested,
             received=page.raw_count,
-            new=ingest.new,
+            new=new,
             in_flight=in_flight,
             first=first,
         )
@@ -247,10 +248,10 @@ class Collector:
             plan=next_plan,
             requested=requested,
             received=page.raw_count,
-            new=ingest.new,
+            new=new,
             invalid=len(page.invalid),
             possible_gap=gap,
-            stale_marked=ingest.stale_marked,
+            stale_marked=stale,
         )
 
     async def _fetch(self, target: Target, limit: int) -> EventPage:

@@ -137,6 +137,12 @@ class ReportsConfig(Section):
 
 class DatabaseConfig(Section):
     path: Path = Path("synthbrew.duckdb")
+    memory_limit: str = Field(
+        "128MB",
+        pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$",
+        description="DuckDB's buffer pool cap; DuckDB's own default is 80% of RAM",
+    )
+    threads: int = Field(2, ge=1, le=64, description="DuckDB worker threads")
 
 
 def _readable_file(value: Path) -> Path:

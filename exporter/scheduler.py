@@ -88,6 +88,10 @@ class PollScheduler:
         task.add_done_callback(self._in_flight.discard)
         try:
             await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # APScheduler cancels running jobs when it shuts down. The poll itself is shielded
+            # and stop() waits for it, so only this wrapper ends, quietly.
+            return
         finally:
             self.polled.add(target.key)
         after = self.collector.plan(target).interval_seconds

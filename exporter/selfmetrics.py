@@ -6,7 +6,12 @@ exporter's self-metrics; the generation metrics, which must survive restarts, co
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -66,6 +71,14 @@ class ExporterStats:
             registry=registry,
         )
 
+        # The standard process_* (memory, CPU, fds), python_gc_* and python_info series.
+        for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            registry.register(standard)
+        self.tasks = Gauge(
+            "synthbrew_exporter_asyncio_tasks",
+            "asyncio tasks alive in the exporter's event loop (polls in flight, servers).",
+            registry=registry,
+        )
         build = Gauge(
             "synthbrew_exporter_build_info",
             "The running exporter's version. Always 1.",
@@ -73,6 +86,10 @@ class ExporterStats:
             registry=registry,
         )
         build.labels(__version__).set(1)
+
+    def watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Count the loop's tasks at scrape time: a leak shows as a number that only grows."""
+        self.tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
 
     def register_source(self, project: str, source: str) -> None:
         """Create every series at zero so rates and alerts work before the first failure."""

@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
 
@@ -24,7 +24,7 @@ from exporter.metrics import SourceNames, StoreCollector
 from exporter.reports import Report, ReportError, ReportResult, load_reports, run_report
 from exporter.scheduler import PollScheduler
 from exporter.selfmetrics import ExporterStats
-from exporter.store import Store
+from exporter.store import IngestQueue, Store
 from exporter.web import SourceStatus, build_app
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class Exporter:
     client: SynthbrewClient
     collector: Collector
     registry: CollectorRegistry
+    stats: ExporterStats
     targets: Sequence[Target]
     scheduler: PollScheduler | None = field(default=None)
 
@@ -93,7 +94,10 @@ class Exporter:
 
 @asynccontextmanager
 async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
-    store = await asyncio.to_thread(Store, config.database.path)
+    db = config.database
+    store = await asyncio.to_thread(
+        Store, db.path, memory_limit=db.memory_limit, threads=db.threads
+    )
     try:
         registry = CollectorRegistry()
         stats = ExporterStats(registry)
@@ -105,10 +109,14 @@ async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
         await store.call(
             store.sync_sources, [(t.project.id, t.source.id, *t.labels) for t in all_targets]
         )
+        writer = IngestQueue(store, timedelta(seconds=config.collector.stale_after_seconds))
         async with SynthbrewClient(config.api) as client:
-            collector = Collector(config, client, store, stats)
+            collector = Collector(config, client, store, writer, stats)
             await asyncio.to_thread(collector.warm_start, all_targets)
-            yield Exporter(config, store, client, collector, registry, all_targets)
+            try:
+                yield Exporter(config, store, client, collector, registry, stats, all_targets)
+            finally:
+                await writer.aclose()
     finally:
         await asyncio.to_thread(store.close)
 
@@ -129,6 +137,7 @@ async def run(
     sock = bind(config.server.listen)
     try:
         async with open_exporter(config) as exporter:
+            exporter.stats.watch_loop(asyncio.get_running_loop())
             server = config.server
             tls = server.tls_server_config
             app = build_app(exporter.registry, exporter, exporter, server.basic_auth_users)

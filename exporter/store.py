@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
@@ -137,24 +137,36 @@ _CASTS = {
 }
 _COLUMNS = PAGE_SCHEMA.names
 _SELECT = ", ".join(f"{c}::{_CASTS[c]} AS {c}" if c in _CASTS else c for c in _COLUMNS)
-_VERSION = "coalesce({t}.updated_at, {t}.created_at)"
-_NEWER = f"{_VERSION.format(t='excluded')} >= {_VERSION.format(t='events')}"
-# A page may list one id twice, and ON CONFLICT cannot touch a row twice in one statement, so
-# the newest copy of each id is kept. An older copy (by updatedAt) never overwrites a newer
-# stored one; the sighting (last_seen_at) is recorded either way. Built from constants only.
-_SET = ", ".join(
-    f"{c} = CASE WHEN {_NEWER} THEN excluded.{c} ELSE events.{c} END" for c in _COLUMNS if c != "id"
-)
-_UPSERT = f"""
-INSERT INTO events ({", ".join(_COLUMNS)}, first_seen_at, last_seen_at, stale_since)
-WITH page_dedup AS (
-    SELECT * FROM page
+_NEWER = "coalesce(p.updated_at, p.created_at) >= coalesce(events.updated_at, events.created_at)"
+# One MERGE for a whole batch of pages. A batch may list one id twice (a page repeating itself,
+# or two pages of the same source), and MERGE may touch a row once, so only the newest copy of
+# each id takes part. An older copy (by updatedAt) never overwrites a newer stored one, and the
+# sighting (last_seen_at) is recorded either way.
+_MERGE = f"""
+MERGE INTO events
+USING (
+    SELECT {_SELECT} FROM page
     QUALIFY row_number() OVER (
         PARTITION BY id ORDER BY coalesce(updated_at, created_at) DESC, status
     ) = 1
-)
-SELECT {_SELECT}, $now, $now, NULL FROM page_dedup
-ON CONFLICT (id) DO UPDATE SET {_SET}, last_seen_at = excluded.last_seen_at, stale_since = NULL
+) AS p
+ON events.id = p.id
+WHEN MATCHED AND {_NEWER} THEN UPDATE SET
+    {", ".join(f"{c} = p.{c}" for c in _COLUMNS if c != "id")},
+    last_seen_at = $now, stale_since = NULL
+WHEN MATCHED THEN UPDATE SET last_seen_at = $now, stale_since = NULL
+WHEN NOT MATCHED THEN INSERT ({", ".join(_COLUMNS)}, first_seen_at, last_seen_at, stale_since)
+    VALUES ({", ".join(f"p.{c}" for c in _COLUMNS)}, $now, $now, NULL)
+"""
+# In-progress runs of the sources whose full window was just read, missing from it, and not seen
+# for `stale_after`: they left the window without finishing.
+_MARK_STALE = """
+UPDATE events SET stale_since = $now
+WHERE source_id IN (SELECT source_id::UUID FROM windows)
+  AND stale_since IS NULL AND finished_at IS NULL AND status IN ('queued', 'active')
+  AND id NOT IN (SELECT id::UUID FROM page)
+  AND last_seen_at < $cutoff
+RETURNING project_id, source_id
 """
 
 
@@ -181,10 +193,17 @@ class DatabaseLocked(StoreError):
 
 
 @dataclass(frozen=True)
-class IngestResult:
-    received: int
-    new: int
-    stale_marked: int
+class PageIn:
+    """One polled page on its way into the store."""
+
+    project_id: UUID
+    source_id: UUID
+    events: Sequence[GenerationEvent]
+    full_window: bool = False
+
+    @property
+    def key(self) -> tuple[UUID, UUID]:
+        return self.project_id, self.source_id
 
 
 @dataclass(frozen=True)
@@ -230,10 +249,19 @@ def page_table(events: Sequence[GenerationEvent]) -> pa.Table:
 
 
 class Store:
-    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        read_only: bool = False,
+        memory_limit: str = "128MB",
+        threads: int = 2,
+    ) -> None:
         self.path = Path(path)
         self.read_only = read_only
-        self._conn = _connect(self.path, read_only)
+        self._conn = _connect(
+            self.path, read_only, {"memory_limit": memory_limit, "threads": threads}
+        )
         self._lock = threading.Lock()
         self._readers = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -274,8 +302,8 @@ class Store:
         return cur
 
     def schema_version(self) -> int:
-        row = self._conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+        version = scalar(self._conn, "SELECT max(version) FROM schema_migrations")
+        return int(version) if version is not None else 0
 
     def _migrate(self) -> None:
         self._conn.execute(
@@ -299,6 +327,36 @@ class Store:
 
     @_writes
     def ingest(
+        self, pages: Sequence[PageIn], *, now: datetime, stale_after: timedelta
+    ) -> dict[tuple[UUID, UUID], int]:
+        """Upsert a batch of pages in one transaction; flag runs that left a full window.
+
+        Returns how many runs were flagged stale, per source. Only pages that were the full
+        window take part in the stale check: a run missing from a deliberately small page has
+        not left anything.
+        """
+        table = page_table([e for page in pages for e in page.events])
+        windows = pa.table({"source_id": [str(p.source_id) for p in pages if p.full_window]})
+        stale: dict[tuple[UUID, UUID], int] = dict.fromkeys((p.key for p in pages), 0)
+        with self._lock, self._transaction():
+            conn = self._conn
+            conn.register("page", table)
+            conn.register("windows", windows)
+            try:
+                if table.num_rows:
+                    conn.execute(_MERGE, {"now": now})
+                if windows.num_rows:
+                    marked = conn.execute(
+                        _MARK_STALE, {"now": now, "cutoff": now - stale_after}
+                    ).fetchall()
+                    for project_id, source_id in marked:
+                        stale[(project_id, source_id)] = stale.get((project_id, source_id), 0) + 1
+            finally:
+                conn.unregister("page")
+                conn.unregister("windows")
+        return stale
+
+    def ingest_page(
         self,
         project_id: UUID,
         source_id: UUID,
@@ -306,50 +364,11 @@ class Store:
         *,
         now: datetime,
         stale_after: timedelta | None = None,
-    ) -> IngestResult:
-        """Upsert one page and flag in-progress runs that left the window long ago.
-
-        ``stale_after`` is given only when the page was the full window: a run missing from a
-        deliberately small page has not left anything.
-        """
-        table = page_table(events)
-        with self._lock, self._transaction():
-            conn = self._conn
-            conn.register("page", table)
-            try:
-                row = conn.execute(
-                    "SELECT count(DISTINCT id) FROM page"
-                    " WHERE id::UUID NOT IN (SELECT id FROM events)"
-                ).fetchone()
-                new = int(row[0]) if row else 0
-                conn.execute(_UPSERT, {"now": now})
-                stale = 0
-                if stale_after is not None:
-                    stale = self._mark_stale(project_id, source_id, now, stale_after)
-            finally:
-                conn.unregister("page")
-        return IngestResult(received=table.num_rows, new=new, stale_marked=stale)
-
-    def _mark_stale(
-        self, project_id: UUID, source_id: UUID, now: datetime, stale_after: timedelta
     ) -> int:
-        row = self._conn.execute(
-            """
-            UPDATE events SET stale_since = $now
-            WHERE project_id = $project AND source_id = $source
-              AND stale_since IS NULL AND finished_at IS NULL AND status IN ('queued', 'active')
-              AND id NOT IN (SELECT id::UUID FROM page)
-              AND last_seen_at < $cutoff
-            RETURNING id
-            """,
-            {
-                "now": now,
-                "project": project_id,
-                "source": source_id,
-                "cutoff": now - stale_after,
-            },
-        ).fetchall()
-        return len(row)
+        """One page on its own (``stale_after`` only for a full window); returns runs flagged."""
+        page = PageIn(project_id, source_id, events, full_window=stale_after is not None)
+        marked = self.ingest([page], now=now, stale_after=stale_after or timedelta())
+        return marked[page.key]
 
     @_writes
     def record_poll(
@@ -474,33 +493,87 @@ class Store:
         """How many of these ids are stored already: the gap check and the small-page fallback."""
         if not ids:
             return 0
-        row = (
-            self.cursor()
-            .execute(
+        return int(
+            scalar(
+                self.cursor(),
                 "SELECT count(*) FROM events WHERE id IN (SELECT unnest($ids::UUID[]))",
                 {"ids": [str(i) for i in ids]},
             )
-            .fetchone()
         )
-        return int(row[0]) if row else 0
 
     def in_flight(self, project_id: UUID, source_id: UUID) -> int:
         """Runs this source still has queued or active (and not written off as stale)."""
-        row = (
-            self.cursor()
-            .execute(
+        return int(
+            scalar(
+                self.cursor(),
                 """SELECT count(*) FROM events
-               WHERE project_id = ? AND source_id = ? AND stale_since IS NULL
-                 AND finished_at IS NULL AND status IN ('queued', 'active')""",
+                   WHERE project_id = ? AND source_id = ? AND stale_since IS NULL
+                     AND finished_at IS NULL AND status IN ('queued', 'active')""",
                 [project_id, source_id],
             )
-            .fetchone()
         )
-        return int(row[0]) if row else 0
 
     def checkpoint(self) -> None:
         with self._lock:
             self._conn.execute("CHECKPOINT")
+
+
+class IngestQueue:
+    """Batches the pages of concurrent polls into one transaction per batch.
+
+    A transaction has a fixed cost (WAL write, commit) that dwarfs inserting 200 rows, so while
+    the writer is busy, pages queue up and go in together; an idle exporter writes each page at
+    once. Each poll still learns its own outcome.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        stale_after: timedelta,
+        *,
+        max_pages: int = 64,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.stale_after = stale_after
+        self.max_pages = max_pages
+        self._now = now
+        self._queue: asyncio.Queue[tuple[PageIn, asyncio.Future[int]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    async def put(self, page: PageIn) -> int:
+        """Store ``page``; returns how many of its source's runs were flagged stale."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain(), name="ingest")
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        await self._queue.put((page, done))
+        return await done
+
+    async def _drain(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_pages and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            pages = [page for page, _ in batch]
+            try:
+                marked = await self.store.call(
+                    self.store.ingest, pages, now=self._now(), stale_after=self.stale_after
+                )
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            self.batches += 1
+            for page, done in batch:
+                if not done.done():
+                    done.set_result(marked.get(page.key, 0))
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 class _Transaction:
@@ -514,11 +587,13 @@ class _Transaction:
         self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+def _connect(
+    path: Path, read_only: bool, settings: dict[str, str | bool | int | float | list[str]]
+) -> duckdb.DuckDBPyConnection:
     try:
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
-        conn = duckdb.connect(str(path), read_only=read_only)
+        conn = duckdb.connect(str(path), read_only=read_only, config=settings)
     except OSError as exc:
         raise StoreError(f"{path}: cannot create the database directory: {exc.strerror}") from None
     except duckdb.IOException as exc:
@@ -531,6 +606,13 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         raise StoreError(f"{path}: not a usable DuckDB database: {_first_line(exc)}") from None
     conn.execute("SET TimeZone = 'UTC'")
     return conn
+
+
+def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> Any:
+    """One value, read to the end: a half-read result (fetchone) keeps the cursor busy and its
+    transaction open, which blocks a later register() or CHECKPOINT."""
+    rows = conn.execute(sql, params).fetchall()
+    return rows[0][0] if rows else None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -47,7 +47,7 @@ def gauges(store: Store, now: datetime, billing: BillingConfig) -> CollectorRegi
 
 
 def fill(store: Store) -> None:
-    store.ingest(
+    store.ingest_page(
         PROJECT,
         SOURCE,
         [
@@ -95,7 +95,7 @@ def test_calendar_month_follows_the_configured_timezone(store: Store) -> None:
 
 def test_first_instant_of_a_month_starts_from_zero(store: Store) -> None:
     october = finished_at(datetime(2026, 10, 31, 23, 59, tzinfo=UTC), 1_000)
-    store.ingest(PROJECT, SOURCE, [october], now=NOV1)
+    store.ingest_page(PROJECT, SOURCE, [october], now=NOV1)
     r = gauges(store, NOV1, BillingConfig())
     assert value(r, "synthbrew_billable_rows_month_to_date") == 0
     assert value(r, "synthbrew_billable_rows_projected_month_end") == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from exporter.client import SynthbrewClient
 from exporter.collector import Collector, Plan, PollResult, collect_once, plan_next, targets
 from exporter.config import CollectorConfig, parse_config
 from exporter.selfmetrics import ExporterStats
-from exporter.store import Store
+from exporter.store import IngestQueue, Store
 from tests.conftest import Sim, config_data, make_scenario
 
 
@@ -29,12 +30,14 @@ async def running(
     config = parse_config(data, environ={})
     store = Store(config.database.path)
     registry = CollectorRegistry()
+    writer = IngestQueue(store, timedelta(seconds=config.collector.stale_after_seconds))
     try:
         async with SynthbrewClient(config.api) as client:
-            c = Collector(config, client, store, ExporterStats(registry))
+            c = Collector(config, client, store, writer, ExporterStats(registry))
             c.warm_start(targets(config))
             yield c, store, registry
     finally:
+        await writer.aclose()
         store.close()
 
 

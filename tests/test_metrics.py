@@ -50,9 +50,9 @@ def fill(store: Store) -> None:
         ev(status="queued", startedAt=None, finishedAt=None, durationMs=None),
         ev(status="paused", finishedAt=None, durationMs=None, billableRows=50),
     ]
-    store.ingest(PROJECT, SOURCE, events, now=T0)
+    store.ingest_page(PROJECT, SOURCE, events, now=T0)
     other = ev(projectId=str(uuid4()))
-    store.ingest(other.project_id, other.source_id, [other], now=T0)
+    store.ingest_page(other.project_id, other.source_id, [other], now=T0)
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -62,7 +62,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None
 def test_counters_count_finished_runs_once(store: Store) -> None:
     fill(store)
     fill_again = [ev(durationMs=500)]
-    store.ingest(PROJECT, SOURCE, fill_again, now=T0)
+    store.ingest_page(PROJECT, SOURCE, fill_again, now=T0)
     r = registry_for(store)
     runs = "synthbrew_generation_runs_total"
     assert value(r, runs, trigger="populate", status="success") == 3
@@ -110,7 +110,9 @@ def test_in_progress_and_stale(store: Store) -> None:
     assert value(r, "synthbrew_generation_in_progress", status="queued") == 2
     assert value(r, "synthbrew_generation_in_progress", status="active") == 1
     assert value(r, "synthbrew_generation_stale_runs") == 0
-    store.ingest(PROJECT, SOURCE, [], now=T0 + timedelta(hours=2), stale_after=timedelta(hours=1))
+    store.ingest_page(
+        PROJECT, SOURCE, [], now=T0 + timedelta(hours=2), stale_after=timedelta(hours=1)
+    )
     r = registry_for(store)
     assert value(r, "synthbrew_generation_in_progress", status="queued") == 0
     assert value(r, "synthbrew_generation_stale_runs") == 3
@@ -119,7 +121,7 @@ def test_in_progress_and_stale(store: Store) -> None:
 def test_last_finished_timestamp(store: Store) -> None:
     early = ev(minutes=0)
     late = ev(minutes=30)
-    store.ingest(PROJECT, SOURCE, [early, late, ev(status="failed", minutes=10)], now=T0)
+    store.ingest_page(PROJECT, SOURCE, [early, late, ev(status="failed", minutes=10)], now=T0)
     r = registry_for(store)
     assert late.finished_at is not None
     expected = late.finished_at.timestamp()

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from exporter.models import GenerationEvent
-from exporter.store import MIGRATIONS, Store, StoreError
+from exporter.store import MIGRATIONS, IngestQueue, PageIn, Store, StoreError
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 PROJECT, SOURCE = uuid4(), uuid4()
@@ -82,12 +82,13 @@ def test_unwritable_path_gives_a_clear_error(tmp_path: Path) -> None:
         Store(blocker / "sub" / "x.duckdb")
 
 
-def test_ingest_counts_new_and_is_idempotent(store: Store) -> None:
+def test_ingest_is_idempotent(store: Store) -> None:
     page = [ev(minutes=i) for i in range(5)]
-    first = store.ingest(PROJECT, SOURCE, page, now=T0)
-    again = store.ingest(PROJECT, SOURCE, page, now=T0 + timedelta(minutes=1))
-    assert (first.received, first.new) == (5, 5)
-    assert (again.received, again.new) == (5, 0)
+    ids = [e.id for e in page]
+    assert store.count_known(ids) == 0
+    store.ingest_page(PROJECT, SOURCE, page, now=T0)
+    assert store.count_known(ids) == 5
+    store.ingest_page(PROJECT, SOURCE, page, now=T0 + timedelta(minutes=1))
     assert len(rows(store)) == 5
     seen = store.cursor().execute("SELECT DISTINCT first_seen_at, last_seen_at FROM events")
     assert seen.fetchall() == [(T0, T0 + timedelta(minutes=1))]
@@ -104,14 +105,14 @@ def test_status_transition_updates_the_row(store: Store) -> None:
         billableRows=0,
         updatedAt=T0.isoformat(),
     )
-    store.ingest(PROJECT, SOURCE, [queued], now=T0)
-    store.ingest(PROJECT, SOURCE, [ev(run)], now=T0)
+    store.ingest_page(PROJECT, SOURCE, [queued], now=T0)
+    store.ingest_page(PROJECT, SOURCE, [ev(run)], now=T0)
     assert rows(store) == [(run, "success", 8)]
 
 
 def test_older_copy_never_overwrites_newer(store: Store) -> None:
     run = uuid4()
-    store.ingest(PROJECT, SOURCE, [ev(run)], now=T0)
+    store.ingest_page(PROJECT, SOURCE, [ev(run)], now=T0)
     stale_copy = ev(
         run,
         status="active",
@@ -120,7 +121,7 @@ def test_older_copy_never_overwrites_newer(store: Store) -> None:
         billableRows=0,
         updatedAt=T0.isoformat(),
     )
-    store.ingest(PROJECT, SOURCE, [stale_copy], now=T0 + timedelta(hours=1))
+    store.ingest_page(PROJECT, SOURCE, [stale_copy], now=T0 + timedelta(hours=1))
     assert rows(store) == [(run, "success", 8)]
     [(last_seen,)] = store.cursor().execute("SELECT last_seen_at FROM events").fetchall()
     assert last_seen == T0 + timedelta(hours=1), "the sighting still counts"
@@ -129,14 +130,13 @@ def test_older_copy_never_overwrites_newer(store: Store) -> None:
 def test_duplicate_ids_in_one_page_keep_the_newest(store: Store) -> None:
     run = uuid4()
     older = ev(run, status="active", finishedAt=None, updatedAt=T0.isoformat())
-    result = store.ingest(PROJECT, SOURCE, [older, ev(run), older], now=T0)
-    assert result.new == 1
+    store.ingest_page(PROJECT, SOURCE, [older, ev(run), older], now=T0)
     assert rows(store) == [(run, "success", 8)]
 
 
 def test_unknown_fields_and_metadata_are_kept(store: Store) -> None:
     event = ev(metadata={"mode": "queue"}, region="eu", attempt=2)
-    store.ingest(PROJECT, SOURCE, [event], now=T0)
+    store.ingest_page(PROJECT, SOURCE, [event], now=T0)
     [(meta, extra)] = store.cursor().execute("SELECT metadata, extra FROM events").fetchall()
     assert json.loads(meta) == {"mode": "queue"}
     assert json.loads(extra) == {"region": "eu", "attempt": 2}
@@ -144,29 +144,35 @@ def test_unknown_fields_and_metadata_are_kept(store: Store) -> None:
 
 def test_in_progress_run_that_left_the_window_goes_stale(store: Store) -> None:
     stuck = ev(status="active", finishedAt=None, durationMs=None, minutes=-10)
-    store.ingest(PROJECT, SOURCE, [stuck], now=T0)
+    store.ingest_page(PROJECT, SOURCE, [stuck], now=T0)
     assert store.in_flight(PROJECT, SOURCE) == 1
     window = timedelta(hours=1)
     later = [ev(minutes=i) for i in range(3)]
-    soon = store.ingest(PROJECT, SOURCE, later, now=T0 + timedelta(minutes=30), stale_after=window)
-    assert soon.stale_marked == 0, "not yet: it may still come back"
-    late = store.ingest(PROJECT, SOURCE, later, now=T0 + timedelta(hours=2), stale_after=window)
-    assert late.stale_marked == 1
+    soon = store.ingest_page(
+        PROJECT, SOURCE, later, now=T0 + timedelta(minutes=30), stale_after=window
+    )
+    assert soon == 0, "not yet: it may still come back"
+    late = store.ingest_page(
+        PROJECT, SOURCE, later, now=T0 + timedelta(hours=2), stale_after=window
+    )
+    assert late == 1
     assert store.in_flight(PROJECT, SOURCE) == 0
-    small = store.ingest(PROJECT, SOURCE, later, now=T0 + timedelta(hours=3))
-    assert small.stale_marked == 0
+    small = store.ingest_page(PROJECT, SOURCE, later, now=T0 + timedelta(hours=3))
+    assert small == 0
 
 
 def test_stale_flag_clears_when_the_run_is_seen_again(store: Store) -> None:
     run = uuid4()
-    store.ingest(PROJECT, SOURCE, [ev(run, status="queued", finishedAt=None)], now=T0)
-    store.ingest(PROJECT, SOURCE, [], now=T0 + timedelta(hours=2), stale_after=timedelta(hours=1))
-    store.ingest(PROJECT, SOURCE, [ev(run)], now=T0 + timedelta(hours=3))
+    store.ingest_page(PROJECT, SOURCE, [ev(run, status="queued", finishedAt=None)], now=T0)
+    store.ingest_page(
+        PROJECT, SOURCE, [], now=T0 + timedelta(hours=2), stale_after=timedelta(hours=1)
+    )
+    store.ingest_page(PROJECT, SOURCE, [ev(run)], now=T0 + timedelta(hours=3))
     assert rows(store, "SELECT id, stale_since FROM events") == [(run, None)]
 
 
 def test_poll_state_round_trip(store: Store) -> None:
-    store.ingest(PROJECT, SOURCE, [ev(minutes=1), ev(minutes=5)], now=T0)
+    store.ingest_page(PROJECT, SOURCE, [ev(minutes=1), ev(minutes=5)], now=T0)
     store.record_poll(PROJECT, SOURCE, now=T0, ok=True, page_limit=20, interval_seconds=30)
     store.record_poll(
         PROJECT,
@@ -186,7 +192,7 @@ def test_poll_state_round_trip(store: Store) -> None:
 
 def test_count_known(store: Store) -> None:
     page = [ev() for _ in range(3)]
-    store.ingest(PROJECT, SOURCE, page[:2], now=T0)
+    store.ingest_page(PROJECT, SOURCE, page[:2], now=T0)
     assert store.count_known([e.id for e in page]) == 2
     assert store.count_known([]) == 0
 
@@ -197,8 +203,8 @@ async def test_writes_run_off_the_event_loop(store: Store) -> None:
     loop_thread = threading.get_ident()
     thread = await store.call(threading.get_ident)
     assert thread != loop_thread
-    result = await store.call(store.ingest, PROJECT, SOURCE, [ev()], now=T0)
-    assert result.new == 1
+    await store.call(store.ingest_page, PROJECT, SOURCE, [ev()], now=T0)
+    assert len(rows(store)) == 1
 
 
 def test_a_second_writer_process_is_refused_clearly(tmp_path: Path) -> None:
@@ -220,3 +226,53 @@ def test_a_second_writer_process_is_refused_clearly(tmp_path: Path) -> None:
     assert probe.returncode != 0
     assert "DatabaseLocked" in probe.stderr
     assert "locked by another process" in probe.stderr
+
+
+def test_a_batch_of_pages_is_one_transaction(store: Store) -> None:
+    other_source = uuid4()
+    mine = [ev(minutes=i) for i in range(3)]
+    theirs = [ev(sourceId=str(other_source), minutes=i) for i in range(2)]
+    shared = ev(minutes=9)
+    marked = store.ingest(
+        [
+            PageIn(PROJECT, SOURCE, [*mine, shared]),
+            PageIn(PROJECT, other_source, theirs),
+            PageIn(PROJECT, SOURCE, [shared]),
+        ],
+        now=T0,
+        stale_after=timedelta(hours=1),
+    )
+    assert marked == {(PROJECT, SOURCE): 0, (PROJECT, other_source): 0}
+    assert len(rows(store)) == 6, "the repeated event is stored once"
+
+
+async def test_ingest_queue_batches_concurrent_pages(store: Store) -> None:
+    import asyncio
+
+    writer = IngestQueue(store, timedelta(hours=1))
+    pages = [PageIn(PROJECT, SOURCE, [ev(minutes=i)]) for i in range(20)]
+    try:
+        results = await asyncio.gather(*(writer.put(p) for p in pages))
+    finally:
+        await writer.aclose()
+    assert results == [0] * 20
+    assert len(rows(store)) == 20
+    assert writer.batches < 20, "pages that arrived together were written together"
+
+
+async def test_ingest_queue_reports_store_errors_to_every_waiter(tmp_path: Path) -> None:
+    import asyncio
+
+    s = Store(tmp_path / "x.duckdb")
+    writer = IngestQueue(s, timedelta(hours=1))
+    s.close()
+    try:
+        outcomes = await asyncio.gather(
+            writer.put(PageIn(PROJECT, SOURCE, [ev()])),
+            writer.put(PageIn(PROJECT, SOURCE, [ev()])),
+            return_exceptions=True,
+        )
+    finally:
+        await writer.aclose()
+    assert all(isinstance(o, Exception) for o in outcomes), outcomes
+    assert len(outcomes) == 2
