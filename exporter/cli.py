@@ -45,6 +45,7 @@ from exporter.logs import setup_logging
 from exporter.models import GenerationEvent, RegenerateRequest
 from exporter.regenerate import Followed, regenerate, summary
 from exporter.reports import FORMATS, ReportError, describe, load_reports, render
+from exporter.sharding import Shard
 from exporter.simulator import Scenario, SimulatorApp, World, demo_scenario
 from exporter.simulator.serve import serve_simulator
 from exporter.store import DatabaseLocked, StoreError
@@ -128,13 +129,33 @@ def simulate(listen: str, scenario_path: Path | None, seed: int | None) -> None:
         pass
 
 
+def shard_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--shard",
+        metavar="INDEX/COUNT",
+        help="Poll only this replica's share of the sources (overrides collector.shard).",
+    )(func)
+
+
+def with_shard(config: Config, shard: str | None) -> Config:
+    if shard is None:
+        return config
+    try:
+        Shard.parse(shard)
+    except ValueError as exc:
+        fail(f"--shard: {exc}")
+    collector = config.collector.model_copy(update={"shard": shard})
+    return config.model_copy(update={"collector": collector})
+
+
 @main.command()
 @config_option
-def collect(config_path: Path | None) -> None:
+@shard_option
+def collect(config_path: Path | None, shard: str | None) -> None:
     """Poll every configured source once, then exit: 0 if all were polled, 1 if any failed."""
     with config_errors():
-        config = load_config(config_path)
-    count = sum(len(p.sources) for p in config.projects)
+        config = with_shard(load_config(config_path), shard)
+    count = len(targets(config))
     with store_errors(), progress(count) as advance:
         results = asyncio.run(service.collect(config, lambda _: advance()))
     failed = [r for r in results if not r.ok]
@@ -163,12 +184,14 @@ def collect(config_path: Path | None) -> None:
     show_default=True,
     help="With --demo: the database file.",
 )
+@shard_option
 def run(
     config_path: Path | None,
     demo: bool,
     listen: str | None,
     simulator_listen: str,
     database: Path,
+    shard: str | None,
 ) -> None:
     """Poll every source on a schedule and serve metrics (long-running)."""
     with store_errors():
@@ -183,7 +206,7 @@ def run(
             )
             return
         with config_errors():
-            config = load_config(config_path)
+            config = with_shard(load_config(config_path), shard)
             if listen:
                 config = config.model_copy(
                     update={"server": ServerConfig(listen=listen)}, deep=True
@@ -320,13 +343,13 @@ def export_cmd(config_path: Path | None, output: Path | None) -> None:
 
 def _resolve_target(config: Config, project: str, source: str) -> Target:
     """A configured source by name or id; a usage error (exit 2) naming what was not found."""
-    for target in targets(config):
+    for target in targets(config, every_shard=True):
         if project in (target.project.name, str(target.project.id)) and source in (
             target.source.name,
             str(target.source.id),
         ):
             return target
-    known = ", ".join(t.name for t in targets(config))
+    known = ", ".join(t.name for t in targets(config, every_shard=True))
     fail(f"--project {project} --source {source}: no such configured source (known: {known})")
 
 

@@ -21,6 +21,7 @@ from exporter.client import SynthbrewClient, UpstreamError
 from exporter.config import CollectorConfig, Config, ProjectConfig, SourceConfig
 from exporter.models import EventPage
 from exporter.selfmetrics import ExporterStats
+from exporter.sharding import Shard
 from exporter.store import IngestQueue, PageIn, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ class Target:
         return f"{self.project.name}/{self.source.name}"
 
 
-def targets(config: Config) -> list[Target]:
+def targets(config: Config, *, every_shard: bool = False) -> list[Target]:
+    """This replica's sources: all of them, or its shard's share (``collector.shard``)."""
+    shard = Shard(0, 1) if every_shard else Shard.parse(config.collector.shard)
     return [
         Target(
             project=project,
@@ -58,6 +61,7 @@ def targets(config: Config) -> list[Target]:
         )
         for project in config.projects
         for source in project.sources
+        if shard.owns(source.id)
     ]
 
 

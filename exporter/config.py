@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from exporter.logs import register_secret
+from exporter.sharding import Shard
 
 ENV_CONFIG = "SYNTHBREW_EXPORTER_CONFIG"
 ENV_PREFIX = "SYNTHBREW_EXPORTER_"
@@ -75,6 +76,10 @@ class ApiConfig(Section):
     retry: RetryConfig = RetryConfig()
 
 
+def _check_shard(value: str) -> str:
+    return str(Shard.parse(value))
+
+
 class CollectorConfig(Section):
     interval_seconds: float = Field(60.0, ge=1)
     page_limit: int = Field(200, ge=1, le=200)
@@ -88,6 +93,9 @@ class CollectorConfig(Section):
         3600.0, gt=0, description="an unfinished run unseen this long is flagged stale"
     )
     shutdown_grace_seconds: float = Field(15.0, ge=0)
+    shard: Annotated[str, AfterValidator(_check_shard)] = Field(
+        "0/1", description="INDEX/COUNT: poll only this replica's share of the sources"
+    )
 
 
 class MetricsConfig(Section):
