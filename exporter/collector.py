@@ -145,6 +145,7 @@ class Collector:
         self.plans: dict[tuple[UUID, UUID], Plan] = {}
         self._polled_before: set[tuple[UUID, UUID]] = set()
         self.last_results: dict[tuple[UUID, UUID], PollResult] = {}
+        self.polls_done = 0
 
     def warm_start(self, all_targets: Sequence[Target]) -> None:
         """Resume each source's plan and "first poll done" from the store after a restart."""
@@ -230,9 +231,14 @@ class Collector:
                 target.name,
                 page.raw_count,
             )
-        for bad in page.invalid:
+        if page.invalid:
+            bad = page.invalid[0]
             log.warning(
-                "poll %s: skipped invalid event %s: %s", target.name, bad.event_id, bad.error
+                "poll %s: skipped %d invalid event(s); first: %s: %s",
+                target.name,
+                len(page.invalid),
+                bad.event_id,
+                bad.error,
             )
         in_flight = await asyncio.to_thread(self.store.in_flight, *target.key)
         next_plan = plan_next(
@@ -267,6 +273,7 @@ class Collector:
         return self.store.count_known([e.id for e in page.events])
 
     def _observe(self, result: PollResult) -> None:
+        self.polls_done += 1
         self.last_results[result.target.key] = result
         labels = result.target.labels
         self.stats.polls.labels(*labels, "success" if result.ok else "error").inc()

@@ -99,6 +99,9 @@ class CollectorConfig(Section):
 
 
 class MetricsConfig(Section):
+    refresh_seconds: float = Field(
+        5.0, ge=0.1, le=300, description="how far /metrics may lag the store, at most"
+    )
     duration_buckets: list[float] = Field(
         default=[0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200],
         min_length=1,

@@ -6,7 +6,10 @@ exception text that echoes a header, say). Secrets are registered as they are lo
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 
 MASK = "***"
@@ -42,11 +45,17 @@ class MaskingFormatter(logging.Formatter):
 
 
 def setup_logging(level: str) -> None:
+    """Records go through a queue to a writer thread: a slow or blocked stderr (a full pipe, a
+    stalled log shipper) must never stall the event loop that polls and serves."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(SecretFilter())
     handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
+    listener.start()
+    atexit.register(listener.stop)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

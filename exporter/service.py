@@ -19,6 +19,7 @@ from exporter.client import SynthbrewClient
 from exporter.collector import Collector, PollResult, Target, collect_once, targets
 from exporter.config import Config
 from exporter.export import ExportResult, export_parquet
+from exporter.exposition import ExpositionCache
 from exporter.httpserver import address, bind, make_server, on_stop_signals
 from exporter.metrics import SourceNames, StoreCollector
 from exporter.reports import Report, ReportError, ReportResult, load_reports, run_report
@@ -39,7 +40,14 @@ class Exporter:
     registry: CollectorRegistry
     stats: ExporterStats
     targets: Sequence[Target]
+    writer: IngestQueue
     scheduler: PollScheduler | None = field(default=None)
+    exposition: ExpositionCache | None = field(default=None)
+    _ready_at_version: int | None = field(default=None)
+
+    def version(self) -> int:
+        """Grows whenever something /metrics shows may have changed: a commit or a poll."""
+        return self.writer.batches + self.collector.polls_done
 
     def reports(self) -> list[Report]:
         return list(load_reports(self.config.reports.queries_dir).values())
@@ -65,7 +73,12 @@ class Exporter:
         raise KeyError(f"{project}/{source}")
 
     def ready(self) -> bool:
-        return self.scheduler is not None and self.scheduler.all_polled
+        """Every source polled once, and /metrics already shows what those polls stored."""
+        if self.scheduler is None or self.exposition is None or not self.scheduler.all_polled:
+            return False
+        if self._ready_at_version is None:
+            self._ready_at_version = self.version()
+        return self.exposition.rendered_version() >= self._ready_at_version
 
     def sources(self) -> list[SourceStatus]:
         """What the landing page shows; called on a worker thread (it reads the store)."""
@@ -114,7 +127,9 @@ async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
             collector = Collector(config, client, store, writer, stats)
             await asyncio.to_thread(collector.warm_start, all_targets)
             try:
-                yield Exporter(config, store, client, collector, registry, stats, all_targets)
+                yield Exporter(
+                    config, store, client, collector, registry, stats, all_targets, writer
+                )
             finally:
                 await writer.aclose()
     finally:
@@ -140,7 +155,12 @@ async def run(
             exporter.stats.watch_loop(asyncio.get_running_loop())
             server = config.server
             tls = server.tls_server_config
-            app = build_app(exporter.registry, exporter, exporter, server.basic_auth_users)
+            exporter.exposition = ExpositionCache(
+                exporter.registry, exporter.version, refresh_seconds=config.metrics.refresh_seconds
+            )
+            await asyncio.to_thread(exporter.exposition.refresh)
+            refresher = asyncio.create_task(exporter.exposition.run(), name="exposition")
+            app = build_app(exporter.exposition, exporter, exporter, server.basic_auth_users)
             web = make_server(
                 app,
                 ssl_certfile=str(tls.cert_file) if tls else None,
@@ -164,6 +184,8 @@ async def run(
                 log.warning("%d poll(s) did not finish within the grace period", abandoned)
             web.should_exit = True
             await web_task
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
     finally:
         sock.close()
     log.info("stopped cleanly")

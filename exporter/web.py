@@ -1,14 +1,14 @@
 """The exporter's HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz`` and a landing page.
 
-Scrapes aggregate the store, which is blocking work, so they run on Starlette's thread pool and
-the poll loop on the event loop never waits for a scrape.
+A scrape is served the latest rendering of the registry (see ``exposition``), so its cost does
+not grow with the number of series; blocking work runs on Starlette's thread pool, and the poll
+loop on the event loop never waits for a scrape.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import hashlib
 import html
 from collections.abc import Mapping, Sequence
@@ -17,8 +17,6 @@ from datetime import datetime
 from typing import Protocol
 
 import bcrypt
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from exporter import __version__
 from exporter.export import ExportResult
+from exporter.exposition import ExpositionCache
 from exporter.reports import Report, ReportError, ReportResult
 
 
@@ -117,19 +116,20 @@ class BasicAuth:
 
 
 def build_app(
-    registry: CollectorRegistry,
+    exposition: ExpositionCache,
     status: Status,
     api: Api | None = None,
     users: Mapping[str, SecretStr] | None = None,
 ) -> Starlette:
     async def metrics(request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        body = await run_in_threadpool(encoder, registry)
-        headers = {"content-type": content_type}
+        snapshot = await run_in_threadpool(lambda: exposition.snapshot)
+        openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
+        rendered = snapshot.openmetrics if openmetrics else snapshot.text
+        headers = {"content-type": rendered.content_type}
         if "gzip" in request.headers.get("accept-encoding", ""):
-            body = gzip.compress(body, compresslevel=5)
             headers["content-encoding"] = "gzip"
-        return Response(body, headers=headers)
+            return Response(rendered.gzipped, headers=headers)
+        return Response(rendered.body, headers=headers)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

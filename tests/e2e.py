@@ -49,21 +49,22 @@ def exporter(
     """`synthbrew-exporter run` as a subprocess on a free port; stopped by SIGTERM, exit 0.
     Its stderr is appended to ``log`` when given."""
     path, url = write_config(sim, tmp_path, **sections)
-    proc = subprocess.Popen(
-        [EXE, "run", "--config", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_for(lambda: proc.poll() is not None or listening(url))
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-        if log is not None:
-            log.append(err)
-        assert proc.returncode == 0, err
+    # stderr goes to a file: an unread pipe would fill up and block the exporter's logging.
+    with (tmp_path / "exporter.log").open("w+") as stderr:
+        proc = subprocess.Popen(
+            [EXE, "run", "--config", str(path)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        try:
+            wait_for(lambda: proc.poll() is not None or listening(url))
+            yield url
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+            stderr.seek(0)
+            err = stderr.read()
+            if log is not None:
+                log.append(err)
+            assert proc.returncode == 0, err
 
 
 def listening(url: str) -> bool:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
+from exporter.exposition import ExpositionCache
 from exporter.httpserver import ThreadedServer
 from exporter.web import SourceStatus, build_app
 
@@ -48,7 +49,9 @@ def served() -> Iterator[tuple[str, FakeStatus]]:
             SourceStatus("shop", "<script>", "p1", "s2", None, "error", "timeout", 0, 30, 20),
         ]
     )
-    with ThreadedServer(build_app(registry, status)) as server:
+    with ThreadedServer(
+        build_app(ExpositionCache(registry, lambda: 0, refresh_seconds=1), status)
+    ) as server:
         yield server.url, status
 
 
@@ -98,3 +101,18 @@ def test_landing_page_lists_sources_escaped(served: tuple[str, FakeStatus]) -> N
     assert "<script>" not in page
     assert "&lt;script&gt;" in page
     assert "Version 0.1.0" in page
+
+
+def test_exposition_is_rendered_off_the_request_path() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("demo_things", "Things.", registry=registry)
+    version = [0]
+    cache = ExpositionCache(registry, lambda: version[0], refresh_seconds=0.1)
+    first = cache.snapshot
+    counter.inc()
+    assert cache.snapshot is first, "a scrape never renders when a rendering exists"
+    version[0] += 1
+    cache.refresh()
+    assert b"demo_things_total 1.0" in cache.snapshot.text.body
+    assert cache.rendered_version() == 1
+    assert gzip.decompress(cache.snapshot.openmetrics.gzipped).endswith(b"# EOF\n")
