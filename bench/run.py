@@ -264,9 +264,9 @@ def scrape_and_reports(
         for name, report in load_reports().items():
             params = {p.name: "2000-01-01" for p in report.params if p.type == "date"}
             started = time.perf_counter()
-            response = httpx.get(f"{url}/api/reports/{name}", params=params, timeout=60)
+            answer = httpx.get(f"{url}/api/reports/{name}", params=params, timeout=60)
             reports[name] = round((time.perf_counter() - started) * 1000, 1)
-            assert response.status_code == 200, response.text
+            assert answer.status_code == 200, answer.text
         peak = _peak_rss_mb(proc.pid)
     results["scrape"] = {
         "stored_events": _count(db),

@@ -179,21 +179,22 @@ class Collector:
             log.error("poll %s: %s", target.name, exc)
             result = self._failed(target, plan, started, "store", str(exc))
         self.plans[target.key] = result.plan
-        try:
-            await self.store.call(
-                self.store.record_poll,
-                *target.key,
-                now=self._now(),
-                ok=result.ok,
-                reason=result.reason,
-                message=result.message,
-                page_limit=result.plan.limit,
-                interval_seconds=result.plan.interval_seconds,
-            )
-        except StoreError as exc:
-            log.error("poll %s: could not record the outcome: %s", target.name, exc)
+        if not result.ok:
+            await self._record_failure(result)
         self._observe(result)
         return result
+
+    async def _record_failure(self, result: PollResult) -> None:
+        try:
+            await self.store.call(
+                self.store.record_failure,
+                *result.target.key,
+                now=self._now(),
+                reason=result.reason or "",
+                message=result.message or "",
+            )
+        except StoreError as exc:
+            log.error("poll %s: could not record the outcome: %s", result.target.name, exc)
 
     def _failed(
         self, target: Target, plan: Plan, started: float, reason: str, message: str
@@ -208,6 +209,7 @@ class Collector:
         )
 
     async def _poll(self, target: Target, plan: Plan, started: float) -> PollResult:
+        """Fetch, plan the next poll, then commit the page and this poll's outcome together."""
         cfg = self.config.collector
         requested = plan.limit
         async with self._pages:
@@ -219,9 +221,30 @@ class Collector:
                 page = await self._fetch(target, requested)
                 known = await asyncio.to_thread(self._known, page)
             full_window = requested == cfg.page_limit
-            stale = await self.writer.put(PageIn(*target.key, page.events, full_window=full_window))
-        new = len({e.id for e in page.events}) - known
-        first = target.key not in self._polled_before
+            new = len({e.id for e in page.events}) - known
+            first = target.key not in self._polled_before
+            # Runs in flight live in the window: a run that is unfinished and no longer in it
+            # is the stale check's business, not a reason to read the full window again.
+            in_flight = sum(1 for e in page.events if not e.is_finished)
+            next_plan = plan_next(
+                cfg,
+                target.interval_seconds,
+                plan,
+                requested=requested,
+                received=page.raw_count,
+                new=new,
+                in_flight=in_flight,
+                first=first,
+            )
+            stale = await self.writer.put(
+                PageIn(
+                    *target.key,
+                    page.events,
+                    full_window=full_window,
+                    next_limit=next_plan.limit,
+                    next_interval=next_plan.interval_seconds,
+                )
+            )
         gap = not first and full_window and page.raw_count >= requested and known == 0
         self._polled_before.add(target.key)
         if gap:
@@ -240,17 +263,6 @@ class Collector:
                 bad.event_id,
                 bad.error,
             )
-        in_flight = await asyncio.to_thread(self.store.in_flight, *target.key)
-        next_plan = plan_next(
-            cfg,
-            target.interval_seconds,
-            plan,
-            requested=requested,
-            received=page.raw_count,
-            new=new,
-            in_flight=in_flight,
-            first=first,
-        )
         return PollResult(
             target=target,
             ok=True,

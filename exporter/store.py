@@ -170,6 +170,52 @@ RETURNING project_id, source_id
 """
 
 
+# Each page's poll succeeded: record it in the same transaction as its events, so the state a
+# restart resumes from always matches what is stored.
+_RECORD_SUCCESS = """
+INSERT INTO poll_state AS s (project_id, source_id, last_poll_at, last_success_at, last_outcome,
+    last_error_reason, last_error_message, page_limit, interval_seconds, successful_polls,
+    newest_event_id, newest_event_queued_at)
+SELECT project_id::UUID, source_id::UUID, $now, $now, 'success', NULL, NULL, page_limit,
+    interval_seconds, polls, newest_id::UUID, newest_queued_at
+FROM polls
+ON CONFLICT (project_id, source_id) DO UPDATE SET
+    last_poll_at = excluded.last_poll_at,
+    last_success_at = excluded.last_success_at,
+    last_outcome = excluded.last_outcome,
+    last_error_reason = NULL,
+    last_error_message = NULL,
+    page_limit = coalesce(excluded.page_limit, s.page_limit),
+    interval_seconds = coalesce(excluded.interval_seconds, s.interval_seconds),
+    successful_polls = s.successful_polls + excluded.successful_polls,
+    newest_event_id = coalesce(excluded.newest_event_id, s.newest_event_id),
+    newest_event_queued_at = coalesce(excluded.newest_event_queued_at, s.newest_event_queued_at)
+"""
+
+
+def _polls_table(pages: Sequence[PageIn]) -> pa.Table:
+    """One row per source in the batch (the last page of a source wins)."""
+    latest: dict[tuple[UUID, UUID], PageIn] = {}
+    counts: dict[tuple[UUID, UUID], int] = {}
+    for page in pages:
+        latest[page.key] = page
+        counts[page.key] = counts.get(page.key, 0) + 1
+    newest = {k: max(p.events, key=lambda e: e.queued_at, default=None) for k, p in latest.items()}
+    return pa.table(
+        {
+            "project_id": [str(k[0]) for k in latest],
+            "source_id": [str(k[1]) for k in latest],
+            "page_limit": pa.array([p.next_limit for p in latest.values()], pa.int32()),
+            "interval_seconds": pa.array([p.next_interval for p in latest.values()], pa.float64()),
+            "polls": [counts[k] for k in latest],
+            "newest_id": [str(e.id) if e else None for e in newest.values()],
+            "newest_queued_at": pa.array(
+                [e.queued_at if e else None for e in newest.values()], pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
+
+
 class StoreError(Exception):
     """The database cannot be opened or written, worded for the operator."""
 
@@ -200,6 +246,8 @@ class PageIn:
     source_id: UUID
     events: Sequence[GenerationEvent]
     full_window: bool = False
+    next_limit: int | None = None
+    next_interval: float | None = None
 
     @property
     def key(self) -> tuple[UUID, UUID]:
@@ -351,9 +399,11 @@ class Store:
                     ).fetchall()
                     for project_id, source_id in marked:
                         stale[(project_id, source_id)] = stale.get((project_id, source_id), 0) + 1
+                conn.register("polls", _polls_table(pages))
+                conn.execute(_RECORD_SUCCESS, {"now": now})
             finally:
-                conn.unregister("page")
-                conn.unregister("windows")
+                for name in ("page", "windows", "polls"):
+                    conn.unregister(name)
         return stale
 
     def ingest_page(
@@ -371,53 +421,28 @@ class Store:
         return marked[page.key]
 
     @_writes
-    def record_poll(
-        self,
-        project_id: UUID,
-        source_id: UUID,
-        *,
-        now: datetime,
-        ok: bool,
-        reason: str | None = None,
-        message: str | None = None,
-        page_limit: int | None = None,
-        interval_seconds: float | None = None,
+    def record_failure(
+        self, project_id: UUID, source_id: UUID, *, now: datetime, reason: str, message: str
     ) -> None:
+        """A poll that stored nothing; successes are recorded with their page in ``ingest``."""
         with self._lock, self._transaction():
             self._conn.execute(
                 """
-                INSERT INTO poll_state AS s (project_id, source_id, last_poll_at, last_success_at,
-                    last_outcome, last_error_reason, last_error_message, page_limit,
-                    interval_seconds, successful_polls, newest_event_id, newest_event_queued_at)
-                SELECT $project, $source, $now, CASE WHEN $ok THEN $now END,
-                    CASE WHEN $ok THEN 'success' ELSE 'error' END, $reason, $message, $limit,
-                    $interval, CASE WHEN $ok THEN 1 ELSE 0 END, newest.id, newest.queued_at
-                FROM (SELECT 1) LEFT JOIN (
-                    SELECT id, queued_at FROM events
-                    WHERE project_id = $project AND source_id = $source
-                    ORDER BY queued_at DESC LIMIT 1
-                ) newest ON true
+                INSERT INTO poll_state AS s (project_id, source_id, last_poll_at, last_outcome,
+                    last_error_reason, last_error_message)
+                VALUES ($project, $source, $now, 'error', $reason, $message)
                 ON CONFLICT (project_id, source_id) DO UPDATE SET
                     last_poll_at = excluded.last_poll_at,
-                    last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
                     last_outcome = excluded.last_outcome,
                     last_error_reason = excluded.last_error_reason,
-                    last_error_message = excluded.last_error_message,
-                    page_limit = coalesce(excluded.page_limit, s.page_limit),
-                    interval_seconds = coalesce(excluded.interval_seconds, s.interval_seconds),
-                    successful_polls = s.successful_polls + excluded.successful_polls,
-                    newest_event_id = excluded.newest_event_id,
-                    newest_event_queued_at = excluded.newest_event_queued_at
+                    last_error_message = excluded.last_error_message
                 """,
                 {
                     "project": project_id,
                     "source": source_id,
                     "now": now,
-                    "ok": ok,
                     "reason": reason,
                     "message": message,
-                    "limit": page_limit,
-                    "interval": interval_seconds,
                 },
             )
 
@@ -498,18 +523,6 @@ class Store:
                 self.cursor(),
                 "SELECT count(*) FROM events WHERE id IN (SELECT unnest($ids::UUID[]))",
                 {"ids": [str(i) for i in ids]},
-            )
-        )
-
-    def in_flight(self, project_id: UUID, source_id: UUID) -> int:
-        """Runs this source still has queued or active (and not written off as stale)."""
-        return int(
-            scalar(
-                self.cursor(),
-                """SELECT count(*) FROM events
-                   WHERE project_id = ? AND source_id = ? AND stale_since IS NULL
-                     AND finished_at IS NULL AND status IN ('queued', 'active')""",
-                [project_id, source_id],
             )
         )
 

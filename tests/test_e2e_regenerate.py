@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import Sim, config_data, make_scenario
-from tests.e2e import exporter
+from tests.e2e import exporter, wait_for
 from tests.test_cli import EXE
 
 pytestmark = pytest.mark.e2e
@@ -139,12 +139,13 @@ def test_run_is_stored_through_the_running_exporter(
 ) -> None:
     sim = start_sim(make_scenario([{"name": "queued", **FAST, "failure_rate": 0.0}]))
     sim.clock.resume()
+    series = (
+        'synthbrew_generation_runs_total{project="shop",source="queued",'
+        'status="success",trigger="regenerate"}'
+    )
     with exporter(sim, tmp_path) as url:
         result = regenerate(tmp_path / "config.yaml", "--source", "queued", "--wait")
-        runs = httpx.get(f"{url}/metrics").text
+        # /metrics follows the store within metrics.refresh_seconds (default 5).
+        wait_for(lambda: series in httpx.get(f"{url}/metrics").text, within=15)
     assert result.returncode == 0, result.stderr
     assert "the running exporter polled the source" in result.stderr
-    assert (
-        'synthbrew_generation_runs_total{project="shop",source="queued",status="success",trigger="regenerate"}'
-        in runs
-    )

@@ -145,7 +145,7 @@ def test_unknown_fields_and_metadata_are_kept(store: Store) -> None:
 def test_in_progress_run_that_left_the_window_goes_stale(store: Store) -> None:
     stuck = ev(status="active", finishedAt=None, durationMs=None, minutes=-10)
     store.ingest_page(PROJECT, SOURCE, [stuck], now=T0)
-    assert store.in_flight(PROJECT, SOURCE) == 1
+    assert in_flight(store) == 1
     window = timedelta(hours=1)
     later = [ev(minutes=i) for i in range(3)]
     soon = store.ingest_page(
@@ -156,7 +156,7 @@ def test_in_progress_run_that_left_the_window_goes_stale(store: Store) -> None:
         PROJECT, SOURCE, later, now=T0 + timedelta(hours=2), stale_after=window
     )
     assert late == 1
-    assert store.in_flight(PROJECT, SOURCE) == 0
+    assert in_flight(store) == 0
     small = store.ingest_page(PROJECT, SOURCE, later, now=T0 + timedelta(hours=3))
     assert small == 0
 
@@ -171,23 +171,30 @@ def test_stale_flag_clears_when_the_run_is_seen_again(store: Store) -> None:
     assert rows(store, "SELECT id, stale_since FROM events") == [(run, None)]
 
 
-def test_poll_state_round_trip(store: Store) -> None:
-    store.ingest_page(PROJECT, SOURCE, [ev(minutes=1), ev(minutes=5)], now=T0)
-    store.record_poll(PROJECT, SOURCE, now=T0, ok=True, page_limit=20, interval_seconds=30)
-    store.record_poll(
-        PROJECT,
-        SOURCE,
-        now=T0 + timedelta(minutes=1),
-        ok=False,
-        reason="timeout",
-        message="GET ...: timed out",
+def in_flight(store: Store) -> int:
+    rows = store.cursor().execute(
+        "SELECT count(*) FROM events WHERE stale_since IS NULL AND finished_at IS NULL"
     )
+    return int(rows.fetchall()[0][0])
+
+
+def test_poll_state_round_trip(store: Store) -> None:
+    newest = ev(minutes=5)
+    page = PageIn(PROJECT, SOURCE, [ev(minutes=1), newest], next_limit=20, next_interval=30)
+    store.ingest([page], now=T0, stale_after=timedelta(hours=1))
+    ok = store.poll_states()[(PROJECT, SOURCE)]
+    assert (ok.last_outcome, ok.last_success_at, ok.successful_polls) == ("success", T0, 1)
+    assert (ok.page_limit, ok.interval_seconds) == (20, 30)
+    later = T0 + timedelta(minutes=1)
+    store.record_failure(PROJECT, SOURCE, now=later, reason="timeout", message="timed out")
     state = store.poll_states()[(PROJECT, SOURCE)]
     assert state.last_outcome == "error"
     assert state.last_error_reason == "timeout"
-    assert state.last_success_at == T0
-    assert state.last_poll_at == T0 + timedelta(minutes=1)
+    assert state.last_success_at == T0, "the last success is kept"
+    assert state.last_poll_at == later
     assert (state.page_limit, state.interval_seconds, state.successful_polls) == (20, 30, 1)
+    [(newest_id,)] = store.cursor().execute("SELECT newest_event_id FROM poll_state").fetchall()
+    assert newest_id == newest.id
 
 
 def test_count_known(store: Store) -> None:
