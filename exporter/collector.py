@@ -81,7 +81,7 @@ def plan_next(
     requested: int,
     received: int,
     new: int,
-    in_flight: int,
+    deepest_in_flight: int | None,
     first: bool = False,
 ) -> Plan:
     """The adaptive rule, documented in the README under "Adaptive polling".
@@ -90,8 +90,11 @@ def plan_next(
       window arrived since the last poll): halve the interval, down to ``min_interval_seconds``.
       Otherwise double it back up to the configured interval. A source's first poll finds
       everything new and says nothing about its rate, so it never counts as overflowing.
-    - Quiet (nothing in flight and fewer new events than half the small page): ask for
+    - Quiet (fewer new events than half the small page, and every run in flight among the
+      newest half of it, where the next small page will still see it): ask for
       ``quiet_page_limit`` events next time; anything else gets the full ``page_limit``.
+      ``deepest_in_flight`` is the position (0 = newest) of the oldest unfinished run in the
+      page, or None when every run in it has finished.
     """
     full = cfg.page_limit
     overflowing = not first and requested == full and received >= full and new * 2 >= full
@@ -100,7 +103,8 @@ def plan_next(
     else:
         interval = min(base_interval, current.interval_seconds * 2)
     small = min(cfg.quiet_page_limit, full)
-    quiet = in_flight == 0 and new * 2 < small
+    in_flight_visible = deepest_in_flight is None or deepest_in_flight * 2 < small
+    quiet = in_flight_visible and new * 2 < small
     return Plan(limit=small if quiet else full, interval_seconds=interval)
 
 
@@ -144,6 +148,11 @@ class Collector:
         self._now = now
         self.plans: dict[tuple[UUID, UUID], Plan] = {}
         self._polled_before: set[tuple[UUID, UUID]] = set()
+        # The ids of each source's last page. The list is newest first with no cursor, so an
+        # event of a new page was stored before exactly when the last page had it, or when the
+        # last page has an event older than it; comparing with the last page is enough, and
+        # needs no database read per poll.
+        self._last_window: dict[tuple[UUID, UUID], frozenset[UUID]] = {}
         self.last_results: dict[tuple[UUID, UUID], PollResult] = {}
         self.polls_done = 0
 
@@ -151,6 +160,7 @@ class Collector:
         """Resume each source's plan and "first poll done" from the store after a restart."""
         states = self.store.poll_states()
         full = self.config.collector.page_limit
+        self._last_window = self.store.newest_ids(full)
         for target in all_targets:
             self.stats.register_source(*target.labels)
             state = states.get(target.key)
@@ -214,18 +224,18 @@ class Collector:
         requested = plan.limit
         async with self._pages:
             page = await self._fetch(target, requested)
-            known = await asyncio.to_thread(self._known, page)
+            known = self._known(target, page)
             if requested < cfg.page_limit and page.raw_count >= requested and known == 0:
                 # The small page was all new, so more may hide behind it: take the full window.
                 requested = cfg.page_limit
                 page = await self._fetch(target, requested)
-                known = await asyncio.to_thread(self._known, page)
+                known = self._known(target, page)
             full_window = requested == cfg.page_limit
             new = len({e.id for e in page.events}) - known
             first = target.key not in self._polled_before
-            # Runs in flight live in the window: a run that is unfinished and no longer in it
-            # is the stale check's business, not a reason to read the full window again.
-            in_flight = sum(1 for e in page.events if not e.is_finished)
+            # A run that is unfinished and no longer in the window is the stale check's
+            # business, not a reason to read the full window again.
+            unfinished = [i for i, e in enumerate(page.events) if not e.is_finished]
             next_plan = plan_next(
                 cfg,
                 target.interval_seconds,
@@ -233,7 +243,7 @@ class Collector:
                 requested=requested,
                 received=page.raw_count,
                 new=new,
-                in_flight=in_flight,
+                deepest_in_flight=unfinished[-1] if unfinished else None,
                 first=first,
             )
             stale = await self.writer.put(
@@ -247,6 +257,7 @@ class Collector:
             )
         gap = not first and full_window and page.raw_count >= requested and known == 0
         self._polled_before.add(target.key)
+        self._last_window[target.key] = frozenset(e.id for e in page.events)
         if gap:
             log.warning(
                 "poll %s: a full page of %d events, none seen before: older events may have"
@@ -281,8 +292,10 @@ class Collector:
             *target.key, api_key=target.api_key, limit=limit
         )
 
-    def _known(self, page: EventPage) -> int:
-        return self.store.count_known([e.id for e in page.events])
+    def _known(self, target: Target, page: EventPage) -> int:
+        """How many of the page's events were stored before (see ``_last_window``)."""
+        last = self._last_window.get(target.key, frozenset())
+        return sum(1 for e in {ev.id for ev in page.events} if e in last)
 
     def _observe(self, result: PollResult) -> None:
         self.polls_done += 1

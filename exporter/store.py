@@ -514,17 +514,23 @@ class Store:
         )
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
-    def count_known(self, ids: Sequence[UUID]) -> int:
-        """How many of these ids are stored already: the gap check and the small-page fallback."""
-        if not ids:
-            return 0
-        return int(
-            scalar(
-                self.cursor(),
-                "SELECT count(*) FROM events WHERE id IN (SELECT unnest($ids::UUID[]))",
-                {"ids": [str(i) for i in ids]},
+    def newest_ids(self, per_source: int) -> dict[tuple[UUID, UUID], frozenset[UUID]]:
+        """Each source's newest stored event ids: the window a restarted collector compares
+        its first pages with."""
+        rows = (
+            self.cursor()
+            .execute(
+                """SELECT project_id, source_id, list(id) FROM (
+                       SELECT project_id, source_id, id FROM events
+                       QUALIFY row_number() OVER (
+                           PARTITION BY project_id, source_id ORDER BY queued_at DESC, id
+                       ) <= $n
+                   ) GROUP BY ALL""",
+                {"n": per_source},
             )
+            .fetchall()
         )
+        return {(r[0], r[1]): frozenset(r[2]) for r in rows}
 
     def checkpoint(self) -> None:
         with self._lock:

@@ -222,16 +222,24 @@ def test_plan_next_rule() -> None:
         interval_seconds=60, page_limit=200, quiet_page_limit=20, min_interval_seconds=10
     )
     full = Plan(200, 60)
-    busy = plan_next(cfg, 60, full, requested=200, received=200, new=150, in_flight=3)
+    busy = plan_next(cfg, 60, full, requested=200, received=200, new=150, deepest_in_flight=3)
     assert busy == Plan(200, 30)
-    busier = plan_next(cfg, 60, Plan(200, 15), requested=200, received=200, new=200, in_flight=0)
+    busier = plan_next(
+        cfg, 60, Plan(200, 15), requested=200, received=200, new=200, deepest_in_flight=None
+    )
     assert busier == Plan(200, 10), "never below the floor"
-    calm = plan_next(cfg, 60, Plan(200, 15), requested=200, received=200, new=5, in_flight=0)
+    calm = plan_next(
+        cfg, 60, Plan(200, 15), requested=200, received=200, new=5, deepest_in_flight=None
+    )
     assert calm == Plan(20, 30), "back toward the interval, small page"
-    first = plan_next(cfg, 60, full, requested=200, received=200, new=200, in_flight=0, first=True)
+    first = plan_next(
+        cfg, 60, full, requested=200, received=200, new=200, deepest_in_flight=None, first=True
+    )
     assert first.interval_seconds == 60
-    waiting = plan_next(cfg, 60, full, requested=200, received=50, new=0, in_flight=1)
-    assert waiting == Plan(200, 60), "a run in flight needs the full window"
+    waiting = plan_next(cfg, 60, full, requested=200, received=50, new=0, deepest_in_flight=30)
+    assert waiting == Plan(200, 60), "a run in flight deep in the window needs the full window"
+    top = plan_next(cfg, 60, full, requested=200, received=50, new=0, deepest_in_flight=2)
+    assert top == Plan(20, 60), "runs in flight near the top are seen by the small page"
 
 
 async def test_polls_run_concurrently_within_max_concurrency(
