@@ -231,8 +231,12 @@ class Collector:
                 page = await self._fetch(target, requested)
                 known = self._known(target, page)
             full_window = requested == cfg.page_limit
-            new = len({e.id for e in page.events}) - known
             first = target.key not in self._polled_before
+            new = len({e.id for e in page.events}) - known
+            if first:
+                # Everything is new to a first poll; what tells how busy the source is, is how
+                # many of its events were queued within one interval of its newest.
+                new = _recent(page, target.interval_seconds)
             # A run that is unfinished and no longer in the window is the stale check's
             # business, not a reason to read the full window again.
             unfinished = [i for i, e in enumerate(page.events) if not e.is_finished]
@@ -310,6 +314,13 @@ class Collector:
             self.stats.invalid_events.labels(*labels).inc(result.invalid)
         if result.possible_gap:
             self.stats.possible_missed.labels(*labels).inc()
+
+
+def _recent(page: EventPage, seconds: float) -> int:
+    if not page.events:
+        return 0
+    newest = max(e.queued_at for e in page.events)
+    return sum(1 for e in page.events if (newest - e.queued_at).total_seconds() <= seconds)
 
 
 async def collect_once(
