@@ -82,19 +82,24 @@ def exporter(config: Path, url: str) -> Iterator[subprocess.Popen[bytes]]:
         stdout=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the exporter did not start") from None
-                time.sleep(0.1)
+        wait_until_serving(f"{url}/healthz", proc)
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until ``url`` answers; a process that exits or a minute without an answer is an error."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"nothing serves {url}") from None
+            time.sleep(0.1)
 
 
 def scrape(url: str) -> Samples:

@@ -29,7 +29,7 @@ import httpx
 import pyarrow as pa
 import yaml
 
-from bench.common import EXE, exporter, free_port, scenario, write_config
+from bench.common import EXE, exporter, free_port, scenario, wait_until_serving, write_config
 from exporter.models import parse_event_page
 from exporter.reports import load_reports
 from exporter.simulator import World
@@ -67,15 +67,7 @@ class Simulator:
             stdout=subprocess.DEVNULL,
         )
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{self.url}/_sim/clock", timeout=2)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_until_serving(f"{self.url}/_sim/clock", self.proc)
 
     def freeze(self, when: datetime) -> None:
         httpx.post(f"{self.url}/_sim/clock", json={"set": when.isoformat()})

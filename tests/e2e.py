@@ -67,6 +67,17 @@ def exporter(
             assert proc.returncode == 0, err
 
 
+def collect(config: Path) -> subprocess.CompletedProcess[str]:
+    """One `synthbrew-exporter collect` pass, output captured."""
+    return subprocess.run(
+        [EXE, "collect", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 def listening(url: str) -> bool:
     """Something accepts TCP connections at the URL's host and port (TLS or not)."""
     host, port = url.split("://", 1)[1].rsplit(":", 1)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import Sim, config_data, make_scenario
+from tests.e2e import collect
 from tests.test_cli import EXE
 
 pytestmark = pytest.mark.e2e
@@ -50,13 +51,7 @@ def test_collect_exits_0_when_every_source_was_polled(
     start_sim: Callable[..., Sim], tmp_path: Path
 ) -> None:
     sim = start_sim(make_scenario([{"name": "orders"}, {"name": "customers"}]))
-    result = subprocess.run(
-        [EXE, "collect", "--config", str(write_config(sim, tmp_path))],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = collect(write_config(sim, tmp_path))
     assert result.returncode == 0, result.stderr
     assert "2/2 source(s) polled" in result.stderr
     assert db_events(tmp_path) == all_truth(sim, "orders", "customers")
@@ -68,13 +63,7 @@ def test_collect_exits_1_naming_the_failed_source(
     sim = start_sim(
         make_scenario([{"name": "orders"}, {"name": "broken", "faults": {"status": 500}}])
     )
-    result = subprocess.run(
-        [EXE, "collect", "--config", str(write_config(sim, tmp_path))],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = collect(write_config(sim, tmp_path))
     assert result.returncode == 1
     assert "FAILED  shop/broken: http_5xx" in result.stderr
     assert "Traceback" not in result.stderr

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import Sim, make_scenario
-from tests.e2e import labels, scrape, status_of, wait_for, write_config
+from tests.e2e import collect, labels, scrape, status_of, wait_for, write_config
 from tests.test_cli import EXE
 
 pytestmark = pytest.mark.e2e
@@ -26,16 +26,6 @@ def truth(sim: Sim) -> set[str]:
     for state in sim.world.sources.values():
         ids |= {str(r.id) for r in sim.world.runs(state, now, 200) if r.corrupt < 0}
     return ids
-
-
-def collect(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [EXE, "collect", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_sigkill_mid_ingestion_loses_and_doubles_nothing(
