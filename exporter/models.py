@@ -24,7 +24,6 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 FINAL_STATUSES = frozenset({"success", "failed"})
-IN_PROGRESS_STATUSES = frozenset({"queued", "active"})
 
 
 class ApiModel(BaseModel):

@@ -532,10 +532,6 @@ class Store:
         )
         return {(r[0], r[1]): frozenset(r[2]) for r in rows}
 
-    def checkpoint(self) -> None:
-        with self._lock:
-            self._conn.execute("CHECKPOINT")
-
 
 class IngestQueue:
     """Batches the pages of concurrent polls into one transaction per batch.

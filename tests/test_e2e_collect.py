@@ -12,21 +12,18 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
-import yaml
 
-from tests.conftest import Sim, config_data, make_scenario
-from tests.e2e import collect
+from tests.conftest import Sim, make_scenario
+from tests.e2e import collect, write_config
 from tests.test_cli import EXE
 
 pytestmark = pytest.mark.e2e
 
 
-def write_config(sim: Sim, tmp_path: Path, **collector: Any) -> Path:
-    data = config_data(sim, timeout_seconds=1, retry={"attempts": 1})
-    data["database"] = {"path": str(tmp_path / "x.duckdb")}
-    data["collector"] = collector
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
+def config_for(sim: Sim, tmp_path: Path, **collector: Any) -> Path:
+    path, _ = write_config(
+        sim, tmp_path, api={"timeout_seconds": 1, "retry": {"attempts": 1}}, collector=collector
+    )
     return path
 
 
@@ -51,7 +48,7 @@ def test_collect_exits_0_when_every_source_was_polled(
     start_sim: Callable[..., Sim], tmp_path: Path
 ) -> None:
     sim = start_sim(make_scenario([{"name": "orders"}, {"name": "customers"}]))
-    result = collect(write_config(sim, tmp_path))
+    result = collect(config_for(sim, tmp_path))
     assert result.returncode == 0, result.stderr
     assert "2/2 source(s) polled" in result.stderr
     assert db_events(tmp_path) == all_truth(sim, "orders", "customers")
@@ -63,7 +60,7 @@ def test_collect_exits_1_naming_the_failed_source(
     sim = start_sim(
         make_scenario([{"name": "orders"}, {"name": "broken", "faults": {"status": 500}}])
     )
-    result = collect(write_config(sim, tmp_path))
+    result = collect(config_for(sim, tmp_path))
     assert result.returncode == 1
     assert "FAILED  shop/broken: http_5xx" in result.stderr
     assert "Traceback" not in result.stderr
@@ -81,7 +78,7 @@ def start_run(config: Path, *extra: str) -> subprocess.Popen[str]:
 
 def test_sigterm_during_a_poll_loses_nothing(start_sim: Callable[..., Sim], tmp_path: Path) -> None:
     sim = start_sim(make_scenario([{"name": "slow", "faults": {"latency_ms": 700}}]))
-    config = write_config(sim, tmp_path, interval_seconds=1)
+    config = config_for(sim, tmp_path, interval_seconds=1)
     proc = start_run(config)
     try:
         deadline = time.monotonic() + 30
@@ -101,7 +98,7 @@ def test_second_writer_gets_a_clear_lock_error(
     start_sim: Callable[..., Sim], tmp_path: Path
 ) -> None:
     sim = start_sim(make_scenario([{"name": "orders"}]))
-    config = write_config(sim, tmp_path, interval_seconds=1)
+    config = config_for(sim, tmp_path, interval_seconds=1)
     proc = start_run(config)
     try:
         deadline = time.monotonic() + 30
