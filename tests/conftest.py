@@ -19,9 +19,10 @@ EPOCH = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 class Sim:
     """A running simulator: its world (ground truth, clock) and its URL."""
 
-    def __init__(self, world: World, url: str) -> None:
+    def __init__(self, world: World, url: str, app: SimulatorApp) -> None:
         self.world = world
         self.url = url
+        self.app = app
         self.base_url = f"{url}/api"
 
     @property
@@ -71,9 +72,10 @@ def start_sim() -> Iterator[Callable[..., Sim]]:
         clock = SimClock()
         clock.set(now or EPOCH.replace(hour=14))
         world = World(scenario, clock)
-        server = ThreadedServer(SimulatorApp(world).app).__enter__()
+        app = SimulatorApp(world)
+        server = ThreadedServer(app.app).__enter__()
         servers.append(server)
-        return Sim(world, server.url)
+        return Sim(world, server.url, app)
 
     yield start
     for server in servers:

@@ -36,6 +36,10 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 class SimulatorApp:
     def __init__(self, world: World) -> None:
         self.world = world
+        # Requests being answered right now, and the most ever at once: lets a test see how
+        # many requests a client really had in flight, without timing anything.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.app = Starlette(
             routes=[
                 Route(f"{API}/generation-events", self.list_events, methods=["GET"]),
@@ -99,6 +103,14 @@ class SimulatorApp:
         return None
 
     async def list_events(self, request: Request) -> Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._list_events(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _list_events(self, request: Request) -> Response:
         raw = request.query_params.get("limit", "50")
         gate = await self._gate(request)
         if isinstance(gate, Response):
