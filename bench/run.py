@@ -91,7 +91,13 @@ class Simulator:
 
 
 def cycles(world: World, sim: Simulator, workdir: Path, results: dict[str, Any]) -> None:
-    config, _ = write_config(world, f"{sim.url}/api", workdir, api={"max_concurrency": 16})
+    config, _ = write_config(
+        world,
+        f"{sim.url}/api",
+        workdir,
+        api={"max_concurrency": 16},
+        collector={"quiet_page_limit": 20},
+    )
     cmd = [EXE, "--log-level", "error", "collect", "--config", str(config)]
     cold, cold_rss, done = timed(cmd)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -92,7 +92,8 @@ def plan_next(
       everything new and says nothing about its rate, so it never counts as overflowing.
     - Quiet (fewer new events than half the small page, and every run in flight among the
       newest half of it, where the next small page will still see it): ask for
-      ``quiet_page_limit`` events next time; anything else gets the full ``page_limit``.
+      ``quiet_page_limit`` events next time (only when configured); anything else gets the
+      full ``page_limit``.
       ``deepest_in_flight`` is the position (0 = newest) of the oldest unfinished run in the
       page, or None when every run in it has finished.
     """
@@ -102,6 +103,8 @@ def plan_next(
         interval = max(cfg.min_interval_seconds, current.interval_seconds / 2)
     else:
         interval = min(base_interval, current.interval_seconds * 2)
+    if cfg.quiet_page_limit is None:
+        return Plan(limit=full, interval_seconds=interval)
     small = min(cfg.quiet_page_limit, full)
     in_flight_visible = deepest_in_flight is None or deepest_in_flight * 2 < small
     quiet = in_flight_visible and new * 2 < small

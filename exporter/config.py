@@ -86,8 +86,12 @@ class CollectorConfig(Section):
     min_interval_seconds: float = Field(
         5.0, ge=0.1, description="the floor when an overflowing source is polled sooner"
     )
-    quiet_page_limit: int = Field(
-        20, ge=1, le=200, description="page size for a source with nothing in flight"
+    quiet_page_limit: int | None = Field(
+        None,
+        ge=1,
+        le=200,
+        description="opt-in: a smaller page for a source with nothing in flight; unset, every"
+        " poll asks for page_limit, as the contract requires unless configured lower",
     )
     stale_after_seconds: float = Field(
         3600.0, gt=0, description="an unfinished run unseen this long is flagged stale"

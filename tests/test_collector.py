@@ -109,7 +109,7 @@ async def test_quiet_source_gets_a_small_page_and_falls_back(
     start_sim: Callable[..., Sim], tmp_path: Path
 ) -> None:
     sim = start_sim(make_scenario([{"name": "orders", "runs_per_hour": 6, "duration_seconds": 10}]))
-    async with running(sim, tmp_path / "x.duckdb") as (c, store, _):
+    async with running(sim, tmp_path / "x.duckdb", quiet_page_limit=20) as (c, store, _):
         first = await c.poll(target(c, "orders"))
         assert first.requested == 200
         assert first.plan.limit == 20, "its first page shows a quiet source: a small page next"
@@ -238,6 +238,9 @@ def test_plan_next_rule() -> None:
     assert waiting == Plan(200, 60), "a run in flight deep in the window needs the full window"
     top = plan_next(cfg, 60, full, requested=200, received=50, new=0, deepest_in_flight=2)
     assert top == Plan(20, 60), "runs in flight near the top are seen by the small page"
+    default = CollectorConfig(interval_seconds=60, page_limit=200)
+    always = plan_next(default, 60, full, requested=200, received=50, new=0, deepest_in_flight=None)
+    assert always == Plan(200, 60), "without quiet_page_limit every poll asks for page_limit"
 
 
 @pytest.mark.parametrize("limit", [1, 3])
