@@ -38,7 +38,9 @@ def uv() -> Path:
 def sync() -> None:
     os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
     os.environ["UV_PROJECT_ENVIRONMENT"] = str(ROOT / ".venv")
-    sh(uv(), "sync", "--locked", "--python", sys.executable)
+    # Compiled up front: where PYTHONDONTWRITEBYTECODE is set, every start would otherwise
+    # compile each imported module again (measured: 0.9 s -> 0.4 s for `--version`).
+    sh(uv(), "sync", "--locked", "--compile-bytecode", "--python", sys.executable)
 
 
 def ensure_promtool() -> None:
