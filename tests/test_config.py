@@ -149,7 +149,7 @@ def test_secret_never_shown_in_errors_or_redacted_output() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("api: [unclosed", "invalid YAML at line 1"),
+        ("api:\n  a: 1\n   b: 2\n", "invalid YAML at line 3, column 5: mapping values"),
         ("- just\n- a list\n", "<top level>: expected a mapping"),
         ("", "api: Field required"),
     ],
