@@ -56,7 +56,7 @@ def simulator(world: World) -> Iterator[str]:
 def write_config(world: World, base_url: str, workdir: Path, **sections: Any) -> tuple[Path, str]:
     port = free_port()
     data: dict[str, Any] = {
-        "api": {"base_url": base_url, "api_key": "sb_api_bench", "max_concurrency": 16},
+        "api": {"base_url": base_url, "api_key": "sb_api_bench"},
         "database": {"path": str(workdir / "bench.duckdb")},
         "server": {"listen": f"127.0.0.1:{port}"},
         "projects": [
