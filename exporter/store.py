@@ -155,6 +155,20 @@ _FINGERPRINT = ", ".join(
         *(f"epoch_us({c})" if c.endswith("_at") else c for c in PROGRESS_FIELDS),
     ]
 )
+_WINDOWS = f"""
+SELECT project_id::VARCHAR, source_id::VARCHAR, replace(id::VARCHAR, '-', ''), {_FINGERPRINT}
+FROM (
+    SELECT e.project_id, e.source_id, e.id, e.queued_at, e.created_at, e.updated_at,
+           {", ".join(f"e.{c}" for c in PROGRESS_FIELDS)},
+           least($n, coalesce(s.page_limit, $n)) AS keep
+    FROM events e LEFT JOIN poll_state s USING (project_id, source_id)
+    WHERE e.source_id IN (SELECT unnest($sources::UUID[]))
+    QUALIFY row_number() OVER (
+        PARTITION BY e.project_id, e.source_id ORDER BY e.queued_at DESC, e.id
+    ) <= keep
+)
+ORDER BY project_id, source_id
+"""
 # One MERGE for a whole batch of pages. An older copy (by updatedAt) never overwrites a newer
 # stored one, and the sighting (last_seen_at) is recorded either way. MERGE may touch a row once,
 # so a batch listing one id twice (a page repeating itself, or two pages of the same source) goes
@@ -331,7 +345,7 @@ class Store:
         path: Path | str,
         *,
         read_only: bool = False,
-        memory_limit: str = "128MB",
+        memory_limit: str = "96MB",
         threads: int = 2,
     ) -> None:
         self.path = Path(path)
@@ -544,43 +558,35 @@ class Store:
         )
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
-    def windows(self, per_source: int) -> dict[tuple[UUID, UUID], Window]:
+    def windows(
+        self, per_source: int, sources_per_query: int = 250
+    ) -> dict[tuple[UUID, UUID], Window]:
         """Each source's newest stored runs: the window a restarted collector compares its
         first pages with.
 
         As many per source as its next poll asks for (its stored ``page_limit``, at most
-        ``per_source``), exactly what the collector keeps between polls. Read a source at a
-        time, in chunks: 200,000 rows fetched at once were two million Python objects alive
-        together, only to be folded into two hashes each. Ids come as hex text (``UUID.int``
-        without building UUIDs); DuckDB hands UHUGEINTs to Python 70x slower.
+        ``per_source``), exactly what the collector keeps between polls. A window function
+        over the whole table needed ~90 MB of DuckDB memory per million events, so sources
+        are read ``sources_per_query`` at a time, rows in chunks. Ids come as hex text
+        (``UUID.int`` without building UUIDs); DuckDB hands UHUGEINTs to Python 70x slower.
         """
-        result = self.cursor().execute(
-            f"""SELECT project_id::VARCHAR, source_id::VARCHAR, replace(id::VARCHAR, '-', ''),
-                       {_FINGERPRINT}
-                FROM (
-                    SELECT e.project_id, e.source_id, e.id, e.queued_at, e.created_at,
-                           e.updated_at, {", ".join(f"e.{c}" for c in PROGRESS_FIELDS)},
-                           least($n, coalesce(s.page_limit, $n)) AS keep
-                    FROM events e LEFT JOIN poll_state s USING (project_id, source_id)
-                    QUALIFY row_number() OVER (
-                        PARTITION BY e.project_id, e.source_id ORDER BY e.queued_at DESC, e.id
-                    ) <= keep
-                )
-                ORDER BY project_id, source_id""",
-            {"n": per_source},
-        )
+        cur = self.cursor()
+        sources = cur.execute("SELECT DISTINCT source_id FROM events ORDER BY 1").fetchall()
         out: dict[tuple[UUID, UUID], Window] = {}
-        key: tuple[str, str] | None = None
-        runs: list[tuple[int, int]] = []
-        while rows := result.fetchmany(10_000):
-            for project_id, source_id, event_id, *state in rows:
-                if (project_id, source_id) != key:
-                    if key is not None:
-                        out[(UUID(key[0]), UUID(key[1]))] = Window(runs)
-                    key, runs = (project_id, source_id), []
-                runs.append((int(event_id, 16), fingerprint(*state)))
-        if key is not None:
-            out[(UUID(key[0]), UUID(key[1]))] = Window(runs)
+        for i in range(0, len(sources), sources_per_query):
+            batch = [str(row[0]) for row in sources[i : i + sources_per_query]]
+            result = cur.execute(_WINDOWS, {"n": per_source, "sources": batch})
+            key: tuple[str, str] | None = None
+            runs: list[tuple[int, int]] = []
+            while rows := result.fetchmany(10_000):
+                for project_id, source_id, event_id, *state in rows:
+                    if (project_id, source_id) != key:
+                        if key is not None:
+                            out[(UUID(key[0]), UUID(key[1]))] = Window(runs)
+                        key, runs = (project_id, source_id), []
+                    runs.append((int(event_id, 16), fingerprint(*state)))
+            if key is not None:
+                out[(UUID(key[0]), UUID(key[1]))] = Window(runs)
         return out
 
 
