@@ -345,7 +345,7 @@ class Store:
         path: Path | str,
         *,
         read_only: bool = False,
-        memory_limit: str = "96MB",
+        memory_limit: str = "80MB",
         threads: int = 2,
     ) -> None:
         self.path = Path(path)
