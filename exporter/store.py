@@ -13,10 +13,12 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
@@ -576,18 +578,17 @@ class Store:
         for i in range(0, len(sources), sources_per_query):
             batch = [str(row[0]) for row in sources[i : i + sources_per_query]]
             result = cur.execute(_WINDOWS, {"n": per_source, "sources": batch})
-            key: tuple[str, str] | None = None
-            runs: list[tuple[int, int]] = []
-            while rows := result.fetchmany(10_000):
-                for project_id, source_id, event_id, *state in rows:
-                    if (project_id, source_id) != key:
-                        if key is not None:
-                            out[(UUID(key[0]), UUID(key[1]))] = Window(runs)
-                        key, runs = (project_id, source_id), []
-                    runs.append((int(event_id, 16), fingerprint(*state)))
-            if key is not None:
-                out[(UUID(key[0]), UUID(key[1]))] = Window(runs)
+            for (project_id, source_id), rows in groupby(_chunked(result), itemgetter(0, 1)):
+                out[(UUID(project_id), UUID(source_id))] = Window(
+                    (int(row[2], 16), fingerprint(*row[3:])) for row in rows
+                )
         return out
+
+
+def _chunked(result: duckdb.DuckDBPyConnection, size: int = 10_000) -> Iterator[tuple[Any, ...]]:
+    """A result's rows, fetched ``size`` at a time rather than all at once."""
+    while rows := result.fetchmany(size):
+        yield from rows
 
 
 class IngestQueue:
