@@ -1,22 +1,25 @@
-"""Generation metrics, built fresh from the store on every scrape.
+"""Generation metrics, built fresh from the store's running totals on every refresh.
 
-Following the Prometheus "Writing exporters" guidance, nothing here is a live counter object: each
-scrape aggregates the stored events in SQL (one scan per metric group, whatever the history size)
-and yields new metric families. Because the numbers come from the events table, a run counts
-once however often it was polled, and a restarted exporter reports the same values.
+Following the Prometheus "Writing exporters" guidance, nothing here is a live counter object:
+each refresh reads the totals the store keeps in the same transaction as every page (a few
+thousand rows, whatever the history size) and yields new metric families. Because they come
+from the store, a run counts once however often it was polled, and a restarted exporter reports
+the same values. What the counters count when a finished run changes is documented in
+``exporter.store.totals``: they never go down, and each has a ``_retracted`` twin.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
-from duckdb import DuckDBPyConnection
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -27,12 +30,15 @@ from prometheus_client.registry import Collector
 
 from exporter.billing import Month, cost, current_month, project_linear
 from exporter.config import BillingConfig
+from exporter.models import IN_FLIGHT_STATUSES
 from exporter.store import Store
+from exporter.store import reads as store_reads
+from exporter.store import totals as store_totals
 
 log = logging.getLogger(__name__)
 
-FINISHED = "(status IN ('success', 'failed') OR finished_at IS NOT NULL)"
 LABELS = ["project", "source"]
+_RETRACTED = " Decreases of the same value, when a finished run changed, are counted in {}."
 
 
 @dataclass(frozen=True)
@@ -42,19 +48,17 @@ class SourceNames:
 
 
 class StoreCollector(Collector):
-    """A ``prometheus_client`` custom collector over the events table."""
+    """A ``prometheus_client`` custom collector over the store's totals."""
 
     def __init__(
         self,
         store: Store,
         names: Mapping[tuple[UUID, UUID], SourceNames],
-        buckets: Sequence[float],
         billing: BillingConfig | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.names = dict(names)
-        self.buckets = tuple(sorted(buckets))
         self.billing = billing or BillingConfig()
         self.now = now
 
@@ -66,106 +70,135 @@ class StoreCollector(Collector):
         started = time.perf_counter()
         cur = self.store.cursor()
         yield from self._runs(cur)
-        yield from self._durations(cur)
+        yield from self._rows(cur)
+        yield self._durations(cur)
         yield from self._in_progress(cur)
-        yield from self._last_finished(cur)
+        yield self._last_finished(cur)
         yield self._info()
         yield from self._billing(cur)
+        yield from self._store()
         scrape = GaugeMetricFamily(
             "synthbrew_exporter_store_scrape_duration_seconds",
-            "Time this scrape spent aggregating the event store, in seconds.",
+            "Time this refresh spent reading the store, in seconds.",
         )
         scrape.add_metric([], time.perf_counter() - started)
         yield scrape
 
-    def _named(self, rows: list[Any]) -> Iterator[tuple[list[str], tuple[Any, ...]]]:
-        """Rows keyed by (project_id, source_id) turned into label values; unconfigured dropped."""
-        for row in rows:
-            names = self.names.get((row[0], row[1]))
-            if names is not None:
-                yield [names.project, names.source], row[2:]
+    def _labels(self, key: tuple[UUID, UUID]) -> list[str] | None:
+        """The configured names of a source; None for a source no longer configured."""
+        names = self.names.get(key)
+        return None if names is None else [names.project, names.source]
 
-    def _runs(self, cur: DuckDBPyConnection) -> Iterator[Metric]:
-        rows = cur.execute(
-            f"""SELECT project_id, source_id, trigger, status, count(*),
-                       sum(billable_rows), sum(total_inserted_rows)
-                FROM events WHERE {FINISHED} GROUP BY ALL"""
-        ).fetchall()
+    def _runs(self, cur: Any) -> Iterator[Metric]:
         runs = CounterMetricFamily(
             "synthbrew_generation_runs",
-            "Finished generation runs (status success or failed, or any status with finishedAt).",
+            "Finished generation runs (status success or failed, or any status with finishedAt),"
+            " counted when a run enters this trigger and status."
+            + _RETRACTED.format("synthbrew_generation_runs_retracted_total"),
+            labels=[*LABELS, "trigger", "status"],
+        )
+        runs_retracted = CounterMetricFamily(
+            "synthbrew_generation_runs_retracted",
+            "Finished runs that later left this trigger and status (e.g. a failed run retried"
+            " under the same id).",
             labels=[*LABELS, "trigger", "status"],
         )
         failures = CounterMetricFamily(
             "synthbrew_generation_failures",
-            "Finished generation runs with status failed.",
+            "Finished generation runs with status failed."
+            + _RETRACTED.format("synthbrew_generation_failures_retracted_total"),
             labels=[*LABELS, "trigger"],
         )
-        billable = CounterMetricFamily(
-            "synthbrew_generation_billable_rows",
-            "Rows counted toward billing (billableRows), summed over finished runs.",
+        failures_retracted = CounterMetricFamily(
+            "synthbrew_generation_failures_retracted",
+            "Failed runs that later stopped being failed (retried, or corrected).",
             labels=[*LABELS, "trigger"],
         )
-        inserted = CounterMetricFamily(
-            "synthbrew_generation_inserted_rows",
-            "Rows inserted into the target (totalInsertedRows), summed over finished runs.",
-            labels=[*LABELS, "trigger"],
-        )
-        per_trigger: dict[tuple[str, str, str], list[int]] = {}
-        for labels, (trigger, status, count, bill, ins) in self._named(rows):
-            runs.add_metric([*labels, str(trigger), str(status)], int(count))
-            sums = per_trigger.setdefault((labels[0], labels[1], str(trigger)), [0, 0, 0])
-            sums[0] += int(count) if status == "failed" else 0
-            sums[1] += int(bill or 0)
-            sums[2] += int(ins or 0)
-        for key, (failed, bill_sum, ins_sum) in sorted(per_trigger.items()):
-            failures.add_metric(list(key), failed)
-            billable.add_metric(list(key), bill_sum)
-            inserted.add_metric(list(key), ins_sum)
-        yield from (runs, failures, billable, inserted)
+        failed: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0])
+        for total in store_totals.run_totals(cur):
+            labels = self._labels(total.source)
+            if labels is None:
+                continue
+            series = [*labels, total.trigger, total.status]
+            runs.add_metric(series, total.runs)
+            runs_retracted.add_metric(series, total.runs_retracted)
+            counts = failed[(*labels, total.trigger)]
+            if total.status == "failed":
+                counts[0] += total.runs
+                counts[1] += total.runs_retracted
+        for row in store_totals.row_totals(cur):
+            labels = self._labels(row.source)
+            if labels is not None:
+                failed.setdefault((*labels, row.trigger), [0, 0])
+        for key, (count, retracted) in sorted(failed.items()):
+            failures.add_metric(list(key), count)
+            failures_retracted.add_metric(list(key), retracted)
+        yield from (runs, runs_retracted, failures, failures_retracted)
 
-    def _durations(self, cur: DuckDBPyConnection) -> Iterator[Metric]:
-        filters = ", ".join(
-            f"count(*) FILTER (WHERE duration_ms <= {int(b * 1000)})" for b in self.buckets
-        )
-        rows = cur.execute(
-            f"""SELECT project_id, source_id, trigger, status, {filters},
-                       count(*), sum(duration_ms) / 1000.0
-                FROM events WHERE {FINISHED} AND duration_ms IS NOT NULL GROUP BY ALL"""
-        ).fetchall()
+    def _rows(self, cur: Any) -> Iterator[Metric]:
+        families = {
+            name: CounterMetricFamily(
+                f"synthbrew_generation_{name}", help_text, labels=[*LABELS, "trigger"]
+            )
+            for name, help_text in (
+                (
+                    "billable_rows",
+                    "Rows counted toward billing (billableRows), summed over finished runs; a"
+                    " run's later increases are added."
+                    + _RETRACTED.format("synthbrew_generation_billable_rows_retracted_total"),
+                ),
+                (
+                    "billable_rows_retracted",
+                    "Billable rows taken back when a finished run was corrected downwards.",
+                ),
+                (
+                    "inserted_rows",
+                    "Rows inserted into the target (totalInsertedRows), summed over finished"
+                    " runs; a run's later increases are added."
+                    + _RETRACTED.format("synthbrew_generation_inserted_rows_retracted_total"),
+                ),
+                (
+                    "inserted_rows_retracted",
+                    "Inserted rows taken back when a finished run was corrected downwards.",
+                ),
+            )
+        }
+        for row in store_totals.row_totals(cur):
+            labels = self._labels(row.source)
+            if labels is None:
+                continue
+            series = [*labels, row.trigger]
+            families["billable_rows"].add_metric(series, row.billable_rows)
+            families["billable_rows_retracted"].add_metric(series, row.billable_rows_retracted)
+            families["inserted_rows"].add_metric(series, row.inserted_rows)
+            families["inserted_rows_retracted"].add_metric(series, row.inserted_rows_retracted)
+        yield from families.values()
+
+    def _durations(self, cur: Any) -> Metric:
         family = HistogramMetricFamily(
             "synthbrew_generation_duration_seconds",
-            "Duration of finished generation runs (durationMs), in seconds.",
+            "Duration of finished generation runs (durationMs), in seconds; a run is observed"
+            " each time it enters a finished trigger and status with a duration.",
             labels=[*LABELS, "trigger", "status"],
         )
-        n = len(self.buckets)
-        for labels, values in self._named(rows):
-            trigger, status, *counts = values
-            bucket_counts = [int(c) for c in counts[:n]]
-            total, total_sum = int(counts[n]), float(counts[n + 1] or 0)
+        bounds = self.store.rollups.duration_buckets
+        for total in store_totals.run_totals(cur):
+            labels = self._labels(total.source)
+            if labels is None or total.duration_count == 0:
+                continue
             family.add_metric(
-                [*labels, str(trigger), str(status)],
+                [*labels, total.trigger, total.status],
                 buckets=[
-                    *((_le(b), c) for b, c in zip(self.buckets, bucket_counts, strict=True)),
-                    ("+Inf", total),
+                    *((_le(b), c) for b, c in zip(bounds, total.duration_buckets, strict=True)),
+                    ("+Inf", total.duration_count),
                 ],
-                sum_value=total_sum,
+                sum_value=total.duration_sum_seconds,
             )
-        yield family
+        return family
 
-    def _in_progress(self, cur: DuckDBPyConnection) -> Iterator[Metric]:
-        rows = cur.execute(
-            """SELECT project_id, source_id, status, count(*) FROM events
-               WHERE finished_at IS NULL AND status IN ('queued', 'active')
-                 AND stale_since IS NULL
-               GROUP BY ALL"""
-        ).fetchall()
-        stale_rows = cur.execute(
-            """SELECT project_id, source_id, count(*) FROM events
-               WHERE stale_since IS NOT NULL AND finished_at IS NULL GROUP BY ALL"""
-        ).fetchall()
-        counts = {(tuple(labels), str(status)): int(n) for labels, (status, n) in self._named(rows)}
-        stale = {tuple(labels): int(n) for labels, (n,) in self._named(stale_rows)}
+    def _in_progress(self, cur: Any) -> Iterator[Metric]:
+        counts = store_reads.in_progress(cur)
+        stale = store_reads.stale_runs(cur)
         gauge = GaugeMetricFamily(
             "synthbrew_generation_in_progress",
             "Runs now queued or active (runs flagged stale excluded).",
@@ -176,27 +209,25 @@ class StoreCollector(Collector):
             "Runs last seen queued or active that left the event window without finishing.",
             labels=LABELS,
         )
-        for names in sorted(self.names.values(), key=lambda n: (n.project, n.source)):
-            key = (names.project, names.source)
-            for status in ("queued", "active"):
-                gauge.add_metric([*key, status], counts.get((key, status), 0))
-            stale_gauge.add_metric(list(key), stale.get(key, 0))
+        for key, names in sorted(self.names.items(), key=lambda kv: (kv[1].project, kv[1].source)):
+            labels = [names.project, names.source]
+            for status in sorted(IN_FLIGHT_STATUSES):
+                gauge.add_metric([*labels, status], counts.get((key, status), 0))
+            stale_gauge.add_metric(labels, stale.get(key, 0))
         yield gauge
         yield stale_gauge
 
-    def _last_finished(self, cur: DuckDBPyConnection) -> Iterator[Metric]:
-        rows = cur.execute(
-            f"""SELECT project_id, source_id, status, epoch(max(finished_at))
-                FROM events WHERE {FINISHED} AND finished_at IS NOT NULL GROUP BY ALL"""
-        ).fetchall()
+    def _last_finished(self, cur: Any) -> Metric:
         family = GaugeMetricFamily(
             "synthbrew_generation_last_finished_timestamp_seconds",
             "finishedAt of the newest finished run per status, as a Unix timestamp in seconds.",
             labels=[*LABELS, "status"],
         )
-        for labels, (status, when) in self._named(rows):
-            family.add_metric([*labels, str(status)], float(when))
-        yield family
+        for (key, status), when in sorted(store_totals.last_finished(cur).items(), key=str):
+            labels = self._labels(key)
+            if labels is not None:
+                family.add_metric([*labels, status], when.timestamp())
+        return family
 
     def _info(self) -> Metric:
         family = GaugeMetricFamily(
@@ -210,19 +241,20 @@ class StoreCollector(Collector):
             family.add_metric([names.project, names.source, str(project_id), str(source_id)], 1)
         return family
 
-    def _billing(self, cur: DuckDBPyConnection) -> Iterator[Metric]:
+    def _billing(self, cur: Any) -> Iterator[Metric]:
         now = self.now()
-        month = current_month(now, self.billing.timezone)
-        rows = cur.execute(
-            f"""SELECT project_id, source_id, sum(billable_rows) FROM events
-                WHERE {FINISHED} AND finished_at >= $start AND finished_at < $end
-                GROUP BY ALL""",
-            {"start": month.start, "end": month.end},
-        ).fetchall()
-        by_source = {tuple(labels): float(n) for labels, (n,) in self._named(rows)}
+        timezone = self.store.rollups.timezone
+        month = current_month(now, timezone)
+        zone = ZoneInfo(timezone)
+        billable = store_totals.billable_between(
+            cur, month.start.astimezone(zone).date(), month.end.astimezone(zone).date()
+        )
+        by_source = {
+            tuple(labels): float(n) for key, n in billable.items() if (labels := self._labels(key))
+        }
         mtd = GaugeMetricFamily(
             "synthbrew_billable_rows_month_to_date",
-            f"Billable rows of runs finished this calendar month ({self.billing.timezone}).",
+            f"Billable rows of runs finished this calendar month ({timezone}).",
             labels=LABELS,
         )
         projected = GaugeMetricFamily(
@@ -290,6 +322,27 @@ class StoreCollector(Collector):
                 labels, cost(project_linear(rows_mtd, month, now), allowance, price)
             )
         yield from (cost_mtd, cost_end)
+
+    def _store(self) -> Iterator[Metric]:
+        sizes = store_reads.table_sizes(self.store.cursor())
+        stored = GaugeMetricFamily(
+            "synthbrew_exporter_store_runs",
+            "Runs stored, by table: live (can still change, indexed) and history.",
+            labels=["table"],
+        )
+        for table, count in sizes.items():
+            stored.add_metric([table], count)
+        stats = self.store.stats
+        yield stored
+        for name, help_text, value in (
+            ("write_batches", "Batches of pages committed to the store.", stats.batches),
+            ("written_events", "Events handed to the store in committed batches.", stats.events),
+            ("write_seconds", "Time spent committing batches, in seconds.", stats.seconds),
+            ("retired_runs", "Runs moved from the live table to history.", stats.retired),
+        ):
+            family = CounterMetricFamily(f"synthbrew_exporter_store_{name}", help_text)
+            family.add_metric([], value)
+            yield family
 
 
 def _le(bound: float) -> str:

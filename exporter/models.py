@@ -25,6 +25,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 FINAL_STATUSES = frozenset({"success", "failed"})
+# Still running upstream; any other status without finishedAt is neither finished nor in flight.
+IN_FLIGHT_STATUSES = frozenset({"queued", "active"})
 
 # The fields a run changes as it progresses, in the order ``fingerprint`` takes them. The store
 # reads the same columns back after a restart, so both sides must agree on this list.

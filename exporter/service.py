@@ -26,7 +26,7 @@ from exporter.metrics import SourceNames, StoreCollector
 from exporter.reports import Report, ReportError, ReportResult, load_reports, run_report
 from exporter.scheduler import PollScheduler
 from exporter.selfmetrics import ExporterStats
-from exporter.store import IngestQueue, Store
+from exporter.store import IngestQueue, Rollups, Store
 from exporter.web import SourceStatus, build_app
 
 log = logging.getLogger(__name__)
@@ -121,17 +121,16 @@ def _settle_gc() -> None:
 @asynccontextmanager
 async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
     db = config.database
+    rollups = Rollups(tuple(config.metrics.duration_buckets), config.billing.timezone)
     store = await asyncio.to_thread(
-        Store, db.path, memory_limit=db.memory_limit, threads=db.threads
+        Store, db.path, memory_limit=db.memory_limit, threads=db.threads, rollups=rollups
     )
     try:
         registry = CollectorRegistry()
         stats = ExporterStats(registry)
         all_targets = targets(config)
         names = {t.key: SourceNames(*t.labels) for t in all_targets}
-        registry.register(
-            StoreCollector(store, names, config.metrics.duration_buckets, config.billing)
-        )
+        registry.register(StoreCollector(store, names, config.billing))
         await store.call(
             store.sync_sources, [(t.project.id, t.source.id, *t.labels) for t in all_targets]
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from exporter.billing import cost, current_month, project_linear
 from exporter.config import BillingConfig
 from exporter.metrics import SourceNames, StoreCollector
-from exporter.store import Store
+from exporter.store import Rollups, Store
 from tests.test_store import PROJECT, SOURCE, ev
 
 NOV1 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -24,6 +24,24 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(tmp_path / "x.duckdb")
     yield s
     s.close()
+
+
+@pytest.fixture
+def reopen(store: Store) -> Iterator[Callable[[str], Store]]:
+    """The same database opened for another billing timezone: the exporter restarted with a
+    new ``billing.timezone``, which re-days the usage it keeps."""
+    opened: list[Store] = []
+
+    def again(timezone: str) -> Store:
+        store.close()
+        for earlier in opened:
+            earlier.close()
+        opened[:] = [Store(store.path, rollups=Rollups(timezone=timezone))]
+        return opened[0]
+
+    yield again
+    for s in opened:
+        s.close()
 
 
 def finished_at(when: datetime, rows: int, **extra: Any) -> Any:
@@ -40,9 +58,10 @@ def finished_at(when: datetime, rows: int, **extra: Any) -> Any:
 
 
 def gauges(store: Store, now: datetime, billing: BillingConfig) -> CollectorRegistry:
+    assert store.rollups.timezone == billing.timezone, "the store keeps usage by its calendar"
     registry = CollectorRegistry()
     names = {(PROJECT, SOURCE): SourceNames("shop", "orders")}
-    registry.register(StoreCollector(store, names, [1.0], billing, now=lambda: now))
+    registry.register(StoreCollector(store, names, billing, now=lambda: now))
     return registry
 
 
@@ -80,14 +99,18 @@ def test_month_to_date_in_utc_and_projection(store: Store) -> None:
     assert value(r, "synthbrew_billable_rows_projected_month_end") == pytest.approx(2 * 6_099)
 
 
-def test_calendar_month_follows_the_configured_timezone(store: Store) -> None:
+def test_calendar_month_follows_the_configured_timezone(
+    store: Store, reopen: Callable[[str], Store]
+) -> None:
     fill(store)
     now = datetime(2026, 11, 16, tzinfo=UTC)
-    new_york = gauges(store, now, BillingConfig(timezone="America/New_York"))
+    new_york = gauges(reopen("America/New_York"), now, BillingConfig(timezone="America/New_York"))
     # 2026-11-01 00:30 UTC is 2026-10-31 20:30 in New York: still October there.
     assert value(new_york, "synthbrew_billable_rows_month_to_date") == 4_000 + 99
     tokyo = gauges(
-        store, datetime(2026, 10, 31, 16, 0, tzinfo=UTC), BillingConfig(timezone="Asia/Tokyo")
+        reopen("Asia/Tokyo"),
+        datetime(2026, 10, 31, 16, 0, tzinfo=UTC),
+        BillingConfig(timezone="Asia/Tokyo"),
     )
     # 2026-10-31 16:00 UTC is already November 1st in Tokyo, and so is 23:30 UTC on the 31st.
     assert value(tokyo, "synthbrew_billable_rows_month_to_date") == 1_000 + 2_000 + 4_000 + 99

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.metrics import SourceNames, StoreCollector
-from exporter.store import Store
+from exporter.store import Rollups, Store
 from tests.test_store import PROJECT, SOURCE, T0, ev
 
 BUCKETS = [1, 10, 60]
@@ -20,7 +20,7 @@ LABELS = {"project": "shop", "source": "orders"}
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "x.duckdb")
+    s = Store(tmp_path / "x.duckdb", rollups=Rollups(tuple(BUCKETS)))
     yield s
     s.close()
 
@@ -28,7 +28,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def registry_for(store: Store) -> CollectorRegistry:
     registry = CollectorRegistry()
     names = {(PROJECT, SOURCE): SourceNames("shop", "orders")}
-    registry.register(StoreCollector(store, names, BUCKETS))
+    registry.register(StoreCollector(store, names))
     return registry
 
 

@@ -88,7 +88,15 @@ def test_ingest_is_idempotent(store: Store) -> None:
     store.ingest_page(PROJECT, SOURCE, page, now=T0 + timedelta(minutes=1))
     assert len(rows(store)) == 5
     seen = store.cursor().execute("SELECT DISTINCT first_seen_at, last_seen_at FROM events")
-    assert seen.fetchall() == [(T0, T0 + timedelta(minutes=1))]
+    assert seen.fetchall() == [(T0, T0)], "finished runs seen again unchanged: nothing written"
+
+
+def test_a_run_in_flight_is_seen_on_every_poll(store: Store) -> None:
+    active = ev(status="active", finishedAt=None, durationMs=None)
+    store.ingest_page(PROJECT, SOURCE, [active], now=T0)
+    store.ingest_page(PROJECT, SOURCE, [active], now=T0 + timedelta(minutes=1))
+    seen = store.cursor().execute("SELECT first_seen_at, last_seen_at FROM events")
+    assert seen.fetchall() == [(T0, T0 + timedelta(minutes=1))], "what the stale check reads"
 
 
 def test_status_transition_updates_the_row(store: Store) -> None:
@@ -121,7 +129,7 @@ def test_older_copy_never_overwrites_newer(store: Store) -> None:
     store.ingest_page(PROJECT, SOURCE, [stale_copy], now=T0 + timedelta(hours=1))
     assert rows(store) == [(run, "success", 8)]
     [(last_seen,)] = store.cursor().execute("SELECT last_seen_at FROM events").fetchall()
-    assert last_seen == T0 + timedelta(hours=1), "the sighting still counts"
+    assert last_seen == T0, "an older copy of a finished run writes nothing"
 
 
 def test_duplicate_ids_in_one_page_keep_the_newest(store: Store) -> None:

@@ -1,0 +1,112 @@
+"""Opening the DuckDB file, transactions, and the errors an operator sees.
+
+Every DuckDB error that leaves the store becomes a :class:`StoreError` naming the database and
+carrying DuckDB's own first line: the cause is what the log and the landing page show.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+import duckdb
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """The database cannot be opened or written, worded for the operator."""
+
+
+class DatabaseLocked(StoreError):
+    """Another process (usually a running exporter) holds the database file."""
+
+
+class _HasPath(Protocol):
+    path: Path
+
+
+S = TypeVar("S", bound=_HasPath)
+
+
+def writes(method: Callable[Concatenate[S, P], T]) -> Callable[Concatenate[S, P], T]:
+    """A failed write (disk full, out of memory, read-only file system, ...) becomes a
+    StoreError that names the database and keeps DuckDB's own message."""
+
+    @functools.wraps(method)
+    def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except duckdb.Error as exc:
+            raise StoreError(f"{self.path}: database write failed: {first_line(exc)}") from exc
+
+    return wrapper
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN ... COMMIT, or ROLLBACK on any exception, which then propagates unchanged."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@contextmanager
+def registered(conn: duckdb.DuckDBPyConnection, **tables: Any) -> Iterator[None]:
+    """Arrow tables visible to SQL by name for the duration of the block.
+
+    When the block fails inside a transaction, DuckDB refuses ``unregister`` until the
+    rollback; that second error must not hide the first, so it is ignored (registering the
+    name again later replaces the table).
+    """
+    for name, table in tables.items():
+        conn.register(name, table)
+    try:
+        yield
+    except BaseException:
+        for name in tables:
+            with suppress(duckdb.TransactionException):
+                conn.unregister(name)
+        raise
+    for name in tables:
+        conn.unregister(name)
+
+
+def connect(
+    path: Path, read_only: bool, settings: dict[str, str | bool | int | float | list[str]]
+) -> duckdb.DuckDBPyConnection:
+    try:
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = duckdb.connect(str(path), read_only=read_only, config=settings)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create the database directory: {exc.strerror}") from None
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise DatabaseLocked(
+                f"{path}: the database is locked by another process: {first_line(exc)}"
+            ) from None
+        raise StoreError(f"{path}: cannot open the database: {first_line(exc)}") from None
+    except duckdb.Error as exc:
+        raise StoreError(f"{path}: not a usable DuckDB database: {first_line(exc)}") from None
+    conn.execute("SET TimeZone = 'UTC'")
+    return conn
+
+
+def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> Any:
+    """One value, read to the end: a half-read result (fetchone) keeps the cursor busy and its
+    transaction open, which blocks a later register() or CHECKPOINT."""
+    rows = conn.execute(sql, params).fetchall()
+    return rows[0][0] if rows else None
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

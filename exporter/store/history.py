@@ -1,0 +1,173 @@
+"""Moving runs that can no longer change from ``events_live`` to ``events_history``.
+
+A run stays live while it is in flight (and not flagged stale), or while it is both among its
+source's newest ``LIVE_PER_SOURCE`` runs and younger than ``LIVE_MAX_AGE``. Everything else is
+*retired*: appended to history in ``queued_at`` order and deleted from live, in one transaction.
+Because what retires is about ``LIVE_MAX_AGE`` old (or younger, for busy sources), consecutive
+appends are consecutive in time and history stays sorted without ever being rewritten.
+
+A retired run that shows up again changed (a failed run retried a month later, a stale run
+that finally finished) is found by id *and* ``queued_at`` — which a run keeps for life — so the
+lookup reads only the row groups of its own time, and it moves back to live (see ``ingest``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import duckdb
+
+from exporter.store.schema import LIVE_MAX_AGE, LIVE_PER_SOURCE, finished, in_flight
+
+_STAYS_LIVE = f"""
+SELECT e.id FROM {{table}} e
+LEFT JOIN (
+    SELECT project_id, source_id, list_min(max(queued_at, $keep)) AS cutoff
+    FROM {{table}} GROUP BY ALL HAVING count(*) > $keep
+) newest USING (project_id, source_id)
+WHERE ({in_flight("e.")} AND e.stale_since IS NULL)
+   OR (e.queued_at >= $young AND (newest.cutoff IS NULL OR e.queued_at >= newest.cutoff))
+"""
+
+_ADD_TO_HISTORY_STATS = f"""
+MERGE INTO history_stats t USING (
+    SELECT project_id, source_id, status, count(*) AS runs,
+           count(*) FILTER (WHERE stale_since IS NOT NULL) AS stale_runs,
+           max(finished_at) FILTER (WHERE {finished()}) AS last_finished_at
+    FROM {{rows}} GROUP BY ALL
+) d ON t.project_id = d.project_id AND t.source_id = d.source_id AND t.status = d.status
+WHEN MATCHED THEN UPDATE SET
+    runs = t.runs + d.runs,
+    stale_runs = t.stale_runs + d.stale_runs,
+    last_finished_at = greatest(t.last_finished_at, d.last_finished_at)
+WHEN NOT MATCHED THEN INSERT VALUES (d.project_id, d.source_id, d.status, d.runs,
+    d.stale_runs, d.last_finished_at)
+"""
+
+
+def split_into_live_and_history(conn: duckdb.DuckDBPyConnection, table: str) -> None:
+    """The v3 migration: every run of ``table`` goes to live or history, as ``retire`` would
+    have placed it; each source's window start is taken from its newest runs."""
+    conn.execute(
+        f"CREATE TEMP TABLE staying AS {_STAYS_LIVE.format(table=table)}",
+        _params(_now(conn), LIVE_PER_SOURCE, LIVE_MAX_AGE),
+    )
+    conn.execute(f"INSERT INTO events_live SELECT * FROM {table} SEMI JOIN staying USING (id)")
+    conn.execute(
+        f"""INSERT INTO events_history SELECT * FROM {table} ANTI JOIN staying USING (id)
+            ORDER BY queued_at, id"""
+    )
+    conn.execute("DROP TABLE staying")
+    conn.execute(
+        f"""UPDATE poll_state s SET window_start = w.start FROM (
+                SELECT project_id, source_id, list_min(max(queued_at, $keep)) AS start
+                FROM {table} GROUP BY ALL
+            ) w WHERE s.project_id = w.project_id AND s.source_id = w.source_id""",
+        {"keep": LIVE_PER_SOURCE},
+    )
+
+
+def retire(
+    conn: duckdb.DuckDBPyConnection,
+    now: datetime,
+    keep: int = LIVE_PER_SOURCE,
+    max_age: timedelta = LIVE_MAX_AGE,
+) -> int:
+    """Move the live runs that can no longer change to history; returns how many moved.
+
+    Call it inside a transaction. The ``staying`` set is at most ``keep`` runs per source plus
+    the runs in flight, whatever the history size.
+    """
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE retiring AS
+            SELECT id FROM events_live ANTI JOIN ({_STAYS_LIVE.format(table="events_live")})
+            USING (id)""",
+        _params(now, keep, max_age),
+    )
+    moved = int(conn.execute("SELECT count(*) FROM retiring").fetchall()[0][0])
+    if moved:
+        leaving = "(SELECT * FROM events_live SEMI JOIN retiring USING (id))"
+        conn.execute(f"INSERT INTO events_history {leaving} ORDER BY queued_at, id")
+        conn.execute(_ADD_TO_HISTORY_STATS.format(rows=leaving))
+        conn.execute(
+            f"""INSERT OR REPLACE INTO store_settings
+                SELECT 'history_newest', greatest(max(queued_at), $known)::VARCHAR
+                FROM {leaving}""",
+            {"known": newest(conn)},
+        )
+        conn.execute("DELETE FROM events_live WHERE id IN (SELECT id FROM retiring)")
+    conn.execute("DROP TABLE retiring")
+    return moved
+
+
+def newest(conn: duckdb.DuckDBPyConnection) -> datetime | None:
+    """At least the newest ``queued_at`` in history (a revived run may have left it): a run
+    queued later cannot be there. Kept in ``store_settings``, found once if missing."""
+    rows = conn.execute(
+        "SELECT value::TIMESTAMPTZ FROM store_settings WHERE key = 'history_newest'"
+    ).fetchall()
+    if rows:
+        value: datetime | None = rows[0][0]
+        return value
+    found: datetime | None = conn.execute("SELECT max(queued_at) FROM events_history").fetchall()[
+        0
+    ][0]
+    if found is not None:
+        conn.execute(
+            "INSERT OR REPLACE INTO store_settings VALUES ('history_newest', $v::VARCHAR)",
+            {"v": found},
+        )
+    return found
+
+
+_REMOVE_FROM_HISTORY_STATS = """
+MERGE INTO history_stats t USING (
+    SELECT old_project_id AS project_id, old_source_id AS source_id, old_status AS status,
+           count(*) AS runs, count(*) FILTER (WHERE old_stale_since IS NOT NULL) AS stale_runs
+    FROM staged WHERE was_stored AND NOT is_live GROUP BY ALL
+) d ON t.project_id = d.project_id AND t.source_id = d.source_id AND t.status = d.status
+WHEN MATCHED THEN UPDATE SET runs = t.runs - d.runs, stale_runs = t.stale_runs - d.stale_runs
+"""
+# Only for the keys a revived run left: the newest finished run of each, found again.
+_LAST_FINISHED_AGAIN = f"""
+UPDATE history_stats t SET last_finished_at = (
+    SELECT max(h.finished_at) FROM events_history h
+    WHERE h.project_id = t.project_id AND h.source_id = t.source_id AND h.status = t.status
+      AND {finished("h.")}
+)
+WHERE EXISTS (
+    SELECT 1 FROM staged s
+    WHERE s.was_stored AND NOT s.is_live AND s.old_project_id = t.project_id
+      AND s.old_source_id = t.source_id AND s.old_status = t.status
+)
+"""
+
+
+def revive(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
+    """Take the runs of ``staged`` that were found in history out of it and correct
+    ``history_stats``. A changed run is then written to live with the page's copy; an unchanged
+    one (a stale run back in the window) goes back with its stored copy, seen now. Rare: it
+    reads history for the keys the runs leave, to find their newest finished run again."""
+    conn.execute(
+        """INSERT INTO events_live
+           SELECT h.* REPLACE ($now AS last_seen_at, NULL AS stale_since)
+           FROM events_history h JOIN staged s ON h.id = s.id AND h.queued_at = s.old_queued_at
+           WHERE s.was_stored AND NOT s.is_live AND NOT s.changed""",
+        {"now": now},
+    )
+    conn.execute(
+        """DELETE FROM events_history h USING staged s
+           WHERE h.id = s.id AND h.queued_at = s.old_queued_at AND s.was_stored AND NOT s.is_live"""
+    )
+    conn.execute(_REMOVE_FROM_HISTORY_STATS)
+    conn.execute(_LAST_FINISHED_AGAIN)
+    conn.execute("DELETE FROM history_stats WHERE runs = 0")
+
+
+def _now(conn: duckdb.DuckDBPyConnection) -> datetime:
+    value: datetime = conn.execute("SELECT now()").fetchall()[0][0]
+    return value
+
+
+def _params(now: datetime, keep: int, max_age: timedelta) -> dict[str, object]:
+    return {"keep": keep, "young": now - max_age}

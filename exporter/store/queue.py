@@ -1,0 +1,91 @@
+"""Batching the pages of concurrent polls into one store transaction each."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from exporter.store.ingest import PageIn
+from exporter.store.store import Store
+
+
+class IngestQueue:
+    """Batches the pages of concurrent polls into one transaction per batch.
+
+    A transaction has a fixed cost (about a dozen statements and the WAL commit: ~40 ms
+    measured for one page of 200 runs) that dwarfs writing a few changed runs, so a batch waits
+    up to ``linger_seconds`` for more pages before it is written. At the real polling rate
+    (1,000 sources every 60 s: a page every 60 ms) that makes batches of about eight pages
+    instead of one, and a burst of first polls goes in 64 pages at a time. The queue holds at most
+    ``max_pages``; a poll with a page beyond that waits to hand it over, which bounds the parsed
+    pages held in memory however slow the disk. Each poll still learns its own outcome.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        stale_after: timedelta,
+        *,
+        max_pages: int = 64,
+        linger_seconds: float = 0.5,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.stale_after = stale_after
+        self.max_pages = max_pages
+        self.linger_seconds = linger_seconds
+        self._now = now
+        self._queue: asyncio.Queue[tuple[PageIn, asyncio.Future[int]]] = asyncio.Queue(
+            maxsize=max_pages
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    async def put(self, page: PageIn) -> int:
+        """Store ``page``; returns how many of its source's runs were flagged stale."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain(), name="ingest")
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        await self._queue.put((page, done))
+        return await done
+
+    async def _batch(self) -> list[tuple[PageIn, asyncio.Future[int]]]:
+        """The next batch: full, or whatever arrived within ``linger_seconds`` of its first page."""
+        batch = [await self._queue.get()]
+        deadline = asyncio.get_running_loop().time() + self.linger_seconds
+        while len(batch) < self.max_pages:
+            if self._queue.empty():
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            else:
+                batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _drain(self) -> None:
+        while True:
+            batch = await self._batch()
+            pages = [page for page, _ in batch]
+            try:
+                marked = await self.store.call(
+                    self.store.ingest, pages, now=self._now(), stale_after=self.stale_after
+                )
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            self.batches += 1
+            for page, done in batch:
+                if not done.done():
+                    done.set_result(marked.get(page.key, 0))
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,228 @@
+"""The database layout, its numbered migrations, and the SQL form of the run rules.
+
+Runs live in two tables with the same columns:
+
+- ``events_live``: runs that can still change — in flight, or young enough to appear in their
+  source's window again. The only per-row index in the database (its primary key) is here, so
+  upserts cost the same at any history size.
+- ``events_history``: everything else. No index; rows are appended in ``queued_at`` order by
+  :mod:`exporter.store.history`, so DuckDB's zone maps skip what a time filter excludes.
+
+``events`` is the view over both and ``runs`` adds names and derived columns, so SQL written for
+earlier versions keeps working. Counters and histograms are kept as running totals
+(:mod:`exporter.store.totals`), so a scrape reads totals, never every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import duckdb
+
+from exporter.models import FINAL_STATUSES, IN_FLIGHT_STATUSES
+
+# A run stays live while it is among its source's newest LIVE_PER_SOURCE (the API's largest
+# window: no poll can show an older one) and younger than LIVE_MAX_AGE. The age bound keeps what
+# moves to history about the same age, which is what keeps history sorted by time.
+LIVE_PER_SOURCE = 200
+LIVE_MAX_AGE = timedelta(days=1)
+
+
+def _quoted(values: frozenset[str] | tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in sorted(values))
+
+
+def finished(p: str = "") -> str:
+    """The contract's rule (``GenerationEvent.is_finished``) in SQL; ``p`` prefixes the column
+    names (``"e."``, ``"old_"``)."""
+    return f"({p}status IN ({_quoted(FINAL_STATUSES)}) OR {p}finished_at IS NOT NULL)"
+
+
+def in_flight(p: str = "") -> str:
+    """Queued or active and not finished: what ``synthbrew_generation_in_progress`` counts
+    (unless flagged stale)."""
+    return f"({p}status IN ({_quoted(IN_FLIGHT_STATUSES)}) AND {p}finished_at IS NULL)"
+
+
+# Every column of a stored run, in table order. The first block comes from the API; the last
+# three are the exporter's own bookkeeping.
+EVENT_COLUMNS = """
+    id UUID NOT NULL,
+    project_id UUID NOT NULL,
+    source_id UUID NOT NULL,
+    team_id UUID,
+    schema_version_id UUID,
+    slug VARCHAR,
+    trigger VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    queued_at TIMESTAMPTZ NOT NULL,
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    duration_ms BIGINT,
+    total_inserted_rows BIGINT NOT NULL,
+    billable_rows BIGINT NOT NULL,
+    error_message VARCHAR,
+    metadata JSON,
+    extra JSON,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ,
+    first_seen_at TIMESTAMPTZ NOT NULL,
+    last_seen_at TIMESTAMPTZ NOT NULL,
+    stale_since TIMESTAMPTZ
+"""
+
+
+def _runs_view() -> str:
+    return f"""
+    CREATE VIEW runs AS
+    SELECT
+        e.*,
+        coalesce(s.project_name, e.project_id::VARCHAR) AS project,
+        coalesce(s.source_name, e.source_id::VARCHAR) AS source,
+        {finished("e.")} AS finished,
+        e.duration_ms / 1000.0 AS duration_seconds,
+        epoch(e.started_at) - epoch(e.queued_at) AS queue_wait_seconds
+    FROM events e LEFT JOIN sources s USING (project_id, source_id);
+    """
+
+
+_V1 = """
+CREATE TABLE events (
+    id UUID PRIMARY KEY,
+    project_id UUID NOT NULL,
+    source_id UUID NOT NULL,
+    team_id UUID,
+    schema_version_id UUID,
+    slug VARCHAR,
+    trigger VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    queued_at TIMESTAMPTZ NOT NULL,
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    duration_ms BIGINT,
+    total_inserted_rows BIGINT NOT NULL,
+    billable_rows BIGINT NOT NULL,
+    error_message VARCHAR,
+    metadata JSON,
+    extra JSON,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ,
+    first_seen_at TIMESTAMPTZ NOT NULL,
+    last_seen_at TIMESTAMPTZ NOT NULL,
+    stale_since TIMESTAMPTZ
+);
+CREATE TABLE poll_state (
+    project_id UUID NOT NULL,
+    source_id UUID NOT NULL,
+    last_poll_at TIMESTAMPTZ,
+    last_success_at TIMESTAMPTZ,
+    last_outcome VARCHAR,
+    last_error_reason VARCHAR,
+    last_error_message VARCHAR,
+    newest_event_id UUID,
+    newest_event_queued_at TIMESTAMPTZ,
+    page_limit INTEGER,
+    interval_seconds DOUBLE,
+    successful_polls BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (project_id, source_id)
+);
+"""
+
+_V2 = """
+CREATE TABLE sources (
+    project_id UUID NOT NULL,
+    source_id UUID NOT NULL,
+    project_name VARCHAR NOT NULL,
+    source_name VARCHAR NOT NULL,
+    configured BOOLEAN NOT NULL DEFAULT true,
+    PRIMARY KEY (project_id, source_id)
+);
+CREATE TABLE export_state (
+    project_id UUID NOT NULL,
+    source_id UUID NOT NULL,
+    month VARCHAR NOT NULL,
+    fingerprint VARCHAR NOT NULL,
+    exported_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (project_id, source_id, month)
+);
+CREATE VIEW runs AS
+SELECT
+    e.*,
+    coalesce(s.project_name, e.project_id::VARCHAR) AS project,
+    coalesce(s.source_name, e.source_id::VARCHAR) AS source,
+    (e.status IN ('success', 'failed') OR e.finished_at IS NOT NULL) AS finished,
+    e.duration_ms / 1000.0 AS duration_seconds,
+    epoch(e.started_at) - epoch(e.queued_at) AS queue_wait_seconds
+FROM events e LEFT JOIN sources s USING (project_id, source_id);
+"""
+
+# v3 tables. The rollups have no primary key: they are upserted with MERGE, and an index that
+# grows with days (daily_usage) is exactly what this layout exists to avoid.
+V3_TABLES = f"""
+CREATE TABLE events_live ({EVENT_COLUMNS}, PRIMARY KEY (id));
+CREATE TABLE events_history ({EVENT_COLUMNS});
+CREATE TABLE run_totals (
+    project_id UUID NOT NULL,
+    source_id UUID NOT NULL,
+    trigger VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    runs BIGINT NOT NULL,
+    runs_retracted BIGINT NOT NULL,
+    duration_count BIGINT NOT NULL,
+    duration_sum_ms HUGEINT NOT NULL,
+    duration_buckets BIGINT[] NOT NULL
+);
+CREATE TABLE row_totals (
+    project_id UUID NOT NULL,
+    source_id UUID NOT NULL,
+    trigger VARCHAR NOT NULL,
+    billable_rows HUGEINT NOT NULL,
+    billable_rows_retracted HUGEINT NOT NULL,
+    inserted_rows HUGEINT NOT NULL,
+    inserted_rows_retracted HUGEINT NOT NULL
+);
+CREATE TABLE daily_usage (
+    project_id UUID NOT NULL,
+    source_id UUID NOT NULL,
+    day DATE NOT NULL,
+    trigger VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    runs BIGINT NOT NULL,
+    billable_rows HUGEINT NOT NULL,
+    inserted_rows HUGEINT NOT NULL
+);
+CREATE TABLE history_stats (
+    project_id UUID NOT NULL,
+    source_id UUID NOT NULL,
+    status VARCHAR NOT NULL,
+    runs BIGINT NOT NULL,
+    stale_runs BIGINT NOT NULL,
+    last_finished_at TIMESTAMPTZ
+);
+CREATE TABLE store_settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+ALTER TABLE poll_state ADD COLUMN window_start TIMESTAMPTZ;
+"""
+
+VIEWS = f"""
+CREATE VIEW events AS
+SELECT * FROM events_live UNION ALL SELECT * FROM events_history;
+{_runs_view()}
+"""
+
+
+def _v3(conn: duckdb.DuckDBPyConnection) -> None:
+    """Split the v2 ``events`` table into live runs and history; the totals are built from the
+    stored runs right after (``Store`` sees they were never built)."""
+    from exporter.store.history import split_into_live_and_history
+
+    conn.execute(V3_TABLES)
+    split_into_live_and_history(conn, "events")
+    conn.execute("DROP VIEW runs")
+    conn.execute("DROP TABLE events")
+    conn.execute(VIEWS)
+
+
+Migration = str | Callable[[duckdb.DuckDBPyConnection], None]
+# Append-only: a released database was built by a prefix of this list.
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _v3)

@@ -1,0 +1,338 @@
+"""The :class:`Store`: the one owner of the DuckDB file.
+
+Writes of the running exporter go through :meth:`Store.call` onto its single writer thread, so
+the event loop never blocks on DuckDB and two writes never interleave; readers take their own
+cursor (a connection of the same database) and run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+from uuid import UUID
+
+import duckdb
+import pyarrow as pa
+
+from exporter.models import GenerationEvent
+from exporter.store import history, reads, totals
+from exporter.store.db import (
+    StoreError,
+    connect,
+    first_line,
+    registered,
+    scalar,
+    transaction,
+    writes,
+)
+from exporter.store.ingest import WORK_TABLES, PageIn, page_table, write_batch
+from exporter.store.schema import LIVE_MAX_AGE, LIVE_PER_SOURCE, MIGRATIONS
+from exporter.window import Window
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Retire (move to history) after this many runs entered live, or this long after the last time:
+# often enough that live stays near its bound, rarely enough to cost nothing per poll.
+RETIRE_AFTER_ROWS = 5_000
+RETIRE_AFTER = timedelta(minutes=10)
+
+
+@dataclass
+class WriteStats:
+    """The store's own activity since it was opened, for the exporter's self-metrics."""
+
+    batches: int = 0
+    events: int = 0
+    seconds: float = 0.0
+    retired: int = 0
+
+
+class Store:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        read_only: bool = False,
+        memory_limit: str = "80MB",
+        threads: int = 2,
+        rollups: totals.Rollups | None = None,
+        live_per_source: int = LIVE_PER_SOURCE,
+        live_max_age: timedelta = LIVE_MAX_AGE,
+    ) -> None:
+        """``rollups``: the histogram bounds and billing timezone the totals must follow; a
+        change rebuilds what depends on it. None keeps what the database was built with (for
+        commands that only store a run or read)."""
+        self.path = Path(path)
+        self.read_only = read_only
+        self.live_per_source = live_per_source
+        self.live_max_age = live_max_age
+        self.stats = WriteStats()
+        self._conn = connect(
+            self.path, read_only, {"memory_limit": memory_limit, "threads": threads}
+        )
+        self._lock = threading.Lock()
+        self._readers = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-writer")
+        self._added_since_retire = 0
+        self._retired_at = time.monotonic()
+        try:
+            if read_only:
+                self.rollups = totals.stored_rollups(self._conn) or totals.Rollups()
+            else:
+                self._migrate()
+                self.rollups = self._sync_rollups(rollups)
+                self._prepare_writer()
+                self.retire(datetime.now(UTC))
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def close(self, checkpoint: bool = True) -> None:
+        """Finish queued writes, then checkpoint so the next start needs no WAL replay.
+
+        A failed checkpoint loses nothing (the WAL holds every commit), so it is only logged.
+        """
+        self._writer.shutdown(wait=True)
+        with self._lock:
+            for cur in self._cursors:
+                cur.close()
+            if checkpoint and not self.read_only:
+                try:
+                    self._conn.execute("CHECKPOINT")
+                except duckdb.Error as exc:
+                    log.warning("checkpoint on close skipped: %s", first_line(exc))
+            self._conn.close()
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a store method on the writer thread, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, lambda: fn(*args, **kwargs))
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's reader cursor: reads run beside the writer, never on its connection."""
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._readers, "cursor", None)
+        if cur is None:
+            with self._lock:
+                cur = self._conn.cursor()
+                self._cursors.append(cur)
+            cur.execute("SET TimeZone = 'UTC'")
+            self._readers.cursor = cur
+        return cur
+
+    def schema_version(self) -> int:
+        version = scalar(self._conn, "SELECT max(version) FROM schema_migrations")
+        return int(version) if version is not None else 0
+
+    def _migrate(self) -> None:
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        current = self.schema_version()
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: database schema v{current} is newer than this exporter"
+                f" (v{len(MIGRATIONS)}); upgrade synthbrew-exporter"
+            )
+        for version, migration in enumerate(MIGRATIONS[current:], start=current + 1):
+            started = time.perf_counter()
+            try:
+                with transaction(self._conn):
+                    if callable(migration):
+                        migration(self._conn)
+                    else:
+                        self._conn.execute(migration)
+                    self._conn.execute(
+                        "INSERT INTO schema_migrations (version) VALUES (?)", [version]
+                    )
+            except duckdb.Error as exc:
+                raise StoreError(
+                    f"{self.path}: migrating to schema v{version} failed: {first_line(exc)}"
+                ) from exc
+            log.info(
+                "database %s migrated to schema v%d in %.1fs",
+                self.path,
+                version,
+                time.perf_counter() - started,
+            )
+
+    @writes
+    def _prepare_writer(self) -> None:
+        with registered(self._conn, page_schema=page_table([])):
+            self._conn.execute(WORK_TABLES)
+        self._history_newest = history.newest(self._conn)
+
+    @writes
+    def _sync_rollups(self, wanted: totals.Rollups | None) -> totals.Rollups:
+        built = totals.stored_rollups(self._conn)
+        if wanted is None and built is not None:
+            return built
+        wanted = wanted or totals.Rollups()
+        if built == wanted:
+            return built
+        started = time.perf_counter()
+        with transaction(self._conn):
+            if built is None:
+                totals.rebuild(self._conn, wanted)
+            else:
+                totals.adapt(self._conn, built, wanted)
+        log.info("totals built for %s in %.1fs", wanted, time.perf_counter() - started)
+        return wanted
+
+    @writes
+    def ingest(
+        self, pages: Sequence[PageIn], *, now: datetime, stale_after: timedelta
+    ) -> dict[tuple[UUID, UUID], int]:
+        """Upsert a batch of pages in one transaction; flag runs that left a full window.
+
+        Returns how many runs were flagged stale, per source. Only pages that were the full
+        window take part in the stale check: a run missing from a deliberately small page has
+        not left anything. Afterwards, when due, runs that can no longer change are retired.
+        """
+        started = time.perf_counter()
+        with self._lock:
+            written = write_batch(
+                self._conn,
+                pages,
+                now=now,
+                stale_after=stale_after,
+                rollups=self.rollups,
+                history_newest=self._history_newest,
+            )
+        self.stats.batches += 1
+        self.stats.events += written.events
+        self.stats.seconds += time.perf_counter() - started
+        self._added_since_retire += written.added_to_live
+        if self._retire_due():
+            self._retire_quietly(now)
+        return written.stale
+
+    def ingest_page(
+        self,
+        project_id: UUID,
+        source_id: UUID,
+        events: Sequence[GenerationEvent],
+        *,
+        now: datetime,
+        stale_after: timedelta | None = None,
+    ) -> int:
+        """One page on its own (``stale_after`` only for a full window); returns runs flagged."""
+        page = PageIn(project_id, source_id, events, full_window=stale_after is not None)
+        marked = self.ingest([page], now=now, stale_after=stale_after or timedelta())
+        return marked[page.key]
+
+    def _retire_due(self) -> bool:
+        return (
+            self._added_since_retire >= RETIRE_AFTER_ROWS
+            or time.monotonic() - self._retired_at >= RETIRE_AFTER.total_seconds()
+        )
+
+    def _retire_quietly(self, now: datetime) -> None:
+        """Retiring is housekeeping after a committed batch: its failure must not fail the poll
+        that triggered it. It is logged, and tried again after the next batch."""
+        try:
+            self.retire(now)
+        except StoreError as exc:
+            log.error("moving finished runs to history failed (will retry): %s", exc)
+
+    @writes
+    def retire(self, now: datetime) -> int:
+        """Move the live runs that can no longer change to history; returns how many."""
+        with self._lock, transaction(self._conn):
+            moved = history.retire(self._conn, now, self.live_per_source, self.live_max_age)
+            self._history_newest = history.newest(self._conn)
+        self._added_since_retire = 0
+        self._retired_at = time.monotonic()
+        self.stats.retired += moved
+        if moved:
+            log.debug("moved %d finished run(s) to history", moved)
+        return moved
+
+    @writes
+    def record_failure(
+        self, project_id: UUID, source_id: UUID, *, now: datetime, reason: str, message: str
+    ) -> None:
+        """A poll that stored nothing; successes are recorded with their page in ``ingest``."""
+        with self._lock, transaction(self._conn):
+            self._conn.execute(
+                """
+                INSERT INTO poll_state AS s (project_id, source_id, last_poll_at, last_outcome,
+                    last_error_reason, last_error_message)
+                VALUES ($project, $source, $now, 'error', $reason, $message)
+                ON CONFLICT (project_id, source_id) DO UPDATE SET
+                    last_poll_at = excluded.last_poll_at,
+                    last_outcome = excluded.last_outcome,
+                    last_error_reason = excluded.last_error_reason,
+                    last_error_message = excluded.last_error_message
+                """,
+                {
+                    "project": project_id,
+                    "source": source_id,
+                    "now": now,
+                    "reason": reason,
+                    "message": message,
+                },
+            )
+
+    @writes
+    def sync_sources(self, names: Sequence[tuple[UUID, UUID, str, str]]) -> None:
+        """Keep the configured names beside the ids, so SQL reports can speak in names.
+
+        Sources no longer configured keep their last names and are marked ``configured = false``:
+        their history stays queryable.
+        """
+        table = pa.table(
+            {
+                "project_id": [str(n[0]) for n in names],
+                "source_id": [str(n[1]) for n in names],
+                "project_name": [n[2] for n in names],
+                "source_name": [n[3] for n in names],
+            }
+        )
+        with self._lock, registered(self._conn, configured=table), transaction(self._conn):
+            self._conn.execute("UPDATE sources SET configured = false")
+            self._conn.execute(
+                """INSERT INTO sources
+                   SELECT project_id::UUID, source_id::UUID, project_name, source_name, true
+                   FROM configured
+                   ON CONFLICT (project_id, source_id) DO UPDATE SET
+                       project_name = excluded.project_name,
+                       source_name = excluded.source_name, configured = true"""
+            )
+
+    @writes
+    def record_export(
+        self, project_id: UUID, source_id: UUID, month: str, fingerprint: str, now: datetime
+    ) -> None:
+        with self._lock:
+            self._conn.execute(
+                """INSERT INTO export_state VALUES ($p, $s, $m, $f, $now)
+                   ON CONFLICT (project_id, source_id, month) DO UPDATE SET
+                       fingerprint = excluded.fingerprint, exported_at = excluded.exported_at""",
+                {"p": project_id, "s": source_id, "m": month, "f": fingerprint, "now": now},
+            )
+
+    def poll_states(self) -> dict[tuple[UUID, UUID], reads.PollState]:
+        return reads.poll_states(self.cursor())
+
+    def event_counts(self) -> dict[tuple[UUID, UUID], int]:
+        return reads.run_counts(self.cursor())
+
+    def export_fingerprints(self) -> dict[tuple[UUID, UUID, str], str]:
+        return reads.export_fingerprints(self.cursor())
+
+    def windows(
+        self, per_source: int, sources_per_query: int = 250
+    ) -> dict[tuple[UUID, UUID], Window]:
+        return reads.windows(self.cursor(), per_source, sources_per_query)
