@@ -339,6 +339,12 @@ class StoreCollector(Collector):
             ("written_events", "Events handed to the store in committed batches.", stats.events),
             ("write_seconds", "Time spent committing batches, in seconds.", stats.seconds),
             ("retired_runs", "Runs moved from the live table to history.", stats.retired),
+            (
+                "history_lookups",
+                "Batches with a run that may have been in history, so history was read.",
+                stats.history_lookups,
+            ),
+            ("revived_runs", "Runs found in history changed, moved back to live.", stats.revived),
         ):
             family = CounterMetricFamily(f"synthbrew_exporter_store_{name}", help_text)
             family.add_metric([], value)

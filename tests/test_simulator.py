@@ -96,3 +96,53 @@ def test_demo_scenario_has_distinct_ids() -> None:
     scenario = demo_scenario()
     ids = [s.id for p in scenario.projects for s in p.sources]
     assert len(ids) == len(set(ids)) == 6
+
+
+def test_a_failed_run_can_be_retried_under_the_same_id() -> None:
+    scenario = make_scenario(
+        [{"name": "jobs", "failure_rate": 1.0, "retry_rate": 1.0, "retry_delay_seconds": 60}]
+    )
+    clock = SimClock()
+    world = World(scenario, clock)
+    state = next(iter(world.sources.values()))
+    spec = world.runs(state, EPOCH + timedelta(hours=1), 1)[0]
+    assert spec.retry is not None
+    seen = []
+    for when in (spec.finished_at, spec.retry.requeued_at, spec.retry.started_at):
+        event = world.event(state, spec, when)
+        seen.append(event["status"])
+        assert event["id"] == str(spec.id)
+        assert event["queuedAt"] == world.event(state, spec, spec.queued_at)["queuedAt"]
+    final = world.event(state, spec, spec.retry.finished_at)
+    assert seen == ["failed", "queued", "active"]
+    assert final["status"] == spec.retry.final_status
+    assert final["updatedAt"] > world.event(state, spec, spec.finished_at)["updatedAt"]
+
+
+def test_billable_rows_can_be_corrected_after_the_run() -> None:
+    scenario = make_scenario([{"name": "jobs", "failure_rate": 0.0, "correction_rate": 1.0}])
+    world = World(scenario, SimClock())
+    state = next(iter(world.sources.values()))
+    spec = world.runs(state, EPOCH + timedelta(hours=1), 1)[0]
+    assert spec.correction is not None
+    before = world.event(state, spec, spec.finished_at)
+    after = world.event(state, spec, spec.correction.at)
+    assert after["billableRows"] == spec.correction.billable_rows < before["billableRows"]
+    assert after["updatedAt"] > before["updatedAt"]
+    assert after["status"] == before["status"] == "success"
+
+
+def test_retries_and_corrections_leave_every_first_attempt_as_it_was() -> None:
+    """They draw from their own generator: the runs themselves stay what the seed made them."""
+    base = {"name": "jobs", "failure_rate": 0.3}
+    plain = World(make_scenario([base]), SimClock())
+    later = World(make_scenario([{**base, "retry_rate": 1.0, "correction_rate": 1.0}]), SimClock())
+    at = EPOCH + timedelta(hours=2)
+    runs = [w.runs(next(iter(w.sources.values())), at, 50) for w in (plain, later)]
+    first = [
+        [(r.id, r.queued_at, r.finished_at, r.final_status, r.rows) for r in rs] for rs in runs
+    ]
+    assert first[0] == first[1]
+    assert not any(r.retry or r.correction for r in runs[0])
+    assert any(r.retry for r in runs[1])
+    assert any(r.correction for r in runs[1])

@@ -51,6 +51,14 @@ class SimSource(Strict):
     inline_duration_seconds: float = Field(0.05, ge=0, le=30)
     execution_mode: Literal["inline", "queue"] = "queue"
     rate_limit_rpm: int | None = Field(None, ge=1)
+    retry_rate: float = Field(
+        0.0, ge=0, le=1, description="failed runs queued again under the same id (a retried job)"
+    )
+    retry_delay_seconds: float = Field(60.0, gt=0, description="median wait before a retry")
+    correction_rate: float = Field(
+        0.0, ge=0, le=1, description="successful runs whose billable rows are corrected later"
+    )
+    correction_delay_seconds: float = Field(300.0, gt=0, description="median wait for it")
     faults: Faults = Faults()
 
 

@@ -18,14 +18,8 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
+from exporter.simulator.runs import Identity, RunSpec, corrupt, iso, lognormal, make_run, render
 from exporter.simulator.scenario import Scenario, SimProject, SimSource, stable_uuid
-
-ERRORS = (
-    "target database rejected the connection",
-    "schema version no longer matches the target table",
-    "generator timed out after 3 retries",
-    "foreign key constraint violated on insert",
-)
 
 
 class SimClock:
@@ -58,32 +52,6 @@ class SimClock:
             self._frozen = None
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything about one run that does not depend on when you look at it."""
-
-    id: UUID
-    index: int
-    slug: str
-    trigger: str
-    queued_at: datetime
-    started_at: datetime
-    finished_at: datetime
-    final_status: str
-    rows: int
-    error_message: str | None
-    mode: str
-    job_id: str | None = None
-    corrupt: int = -1
-
-    def status_at(self, now: datetime) -> str:
-        if now < self.started_at:
-            return "queued"
-        if now < self.finished_at:
-            return "active"
-        return self.final_status
-
-
 @dataclass
 class SourceState:
     project: SimProject
@@ -105,10 +73,6 @@ class SourceState:
     @property
     def period(self) -> timedelta:
         return timedelta(hours=1 / self.source.runs_per_hour)
-
-
-def _lognormal(rng: random.Random, median: float, sigma: float = 0.6) -> float:
-    return median * math.exp(rng.gauss(0, sigma))
 
 
 class World:
@@ -150,8 +114,8 @@ class World:
             index=index,
             trigger=trigger,
             queued_at=queued,
-            wait=_lognormal(rng, src.queue_wait_seconds) if src.queue_wait_seconds else 0.0,
-            duration=_lognormal(rng, src.duration_seconds),
+            wait=lognormal(rng, src.queue_wait_seconds) if src.queue_wait_seconds else 0.0,
+            duration=lognormal(rng, src.duration_seconds),
         )
 
     def _make_spec(
@@ -167,34 +131,17 @@ class World:
         duration: float,
         job_id: str | None = None,
     ) -> RunSpec:
-        src = state.source
-        started = queued_at + timedelta(seconds=wait)
-        # Whole milliseconds keep finishedAt - startedAt exactly equal to durationMs.
-        finished = started + timedelta(milliseconds=max(1, round(duration * 1000)))
-        roll = rng.random()
-        if roll < src.failure_rate:
-            final, error = "failed", rng.choice(ERRORS)
-        elif roll < src.failure_rate + src.unknown_status_rate:
-            final, error = "cancelled", None
-        else:
-            final, error = "success", None
-        corrupt = -1
-        if src.faults.invalid_event_rate and rng.random() < src.faults.invalid_event_rate:
-            corrupt = rng.randrange(4)
-        return RunSpec(
-            id=run_id,
+        return make_run(
+            state.source,
+            self.scenario.seed,
+            rng,
+            run_id=run_id,
             index=index,
-            slug=f"{src.name}-{index}",
             trigger=trigger,
             queued_at=queued_at,
-            started_at=started,
-            finished_at=finished,
-            final_status=final,
-            rows=max(1, round(_lognormal(rng, src.rows_median, 0.8))),
-            error_message=error,
-            mode=src.execution_mode,
+            wait=wait,
+            duration=duration,
             job_id=job_id,
-            corrupt=corrupt,
         )
 
     def runs(self, state: SourceState, now: datetime, limit: int | None = None) -> list[RunSpec]:
@@ -220,47 +167,10 @@ class World:
 
     def event(self, state: SourceState, spec: RunSpec, now: datetime) -> dict[str, Any]:
         """The run as the list endpoint shows it at ``now``."""
-        status = spec.status_at(now)
-        finished = status not in ("queued", "active")
-        if status == "queued":
-            updated, inserted = spec.queued_at, 0
-        elif status == "active":
-            progress = (now - spec.started_at) / (spec.finished_at - spec.started_at)
-            updated, inserted = spec.started_at, int(spec.rows * progress)
-        else:
-            updated = spec.finished_at
-            inserted = spec.rows if status == "success" else spec.rows // 3
-        billable = inserted if finished and status == "success" else 0
-        duration_ms = (spec.finished_at - spec.started_at) // timedelta(milliseconds=1)
-        metadata: dict[str, Any] = {
-            "mode": spec.mode,
-            "targetProvider": state.source.kind,
-            "targetSchema": "public",
-        }
-        if spec.job_id:
-            metadata["queueJobId"] = spec.job_id
-        event: dict[str, Any] = {
-            "id": str(spec.id),
-            "slug": spec.slug,
-            "sourceId": str(state.id),
-            "projectId": str(state.project.id),
-            "teamId": str(self.team_id),
-            "schemaVersionId": str(state.schema_version_id),
-            "trigger": spec.trigger,
-            "status": status,
-            "queuedAt": _iso(spec.queued_at),
-            "startedAt": _iso(spec.started_at) if status != "queued" else None,
-            "finishedAt": _iso(spec.finished_at) if finished else None,
-            "durationMs": duration_ms if finished else None,
-            "totalInsertedRows": inserted,
-            "billableRows": billable,
-            "errorMessage": spec.error_message if status == "failed" else None,
-            "metadata": metadata,
-            "createdAt": _iso(spec.queued_at),
-            "updatedAt": _iso(updated),
-            "workerRegion": "eu-central-1",
-        }
-        return event
+        identity = Identity(
+            state.project.id, state.id, self.team_id, state.schema_version_id, state.source.kind
+        )
+        return render(spec, now, identity)
 
     def page(self, state: SourceState, limit: int) -> list[dict[str, Any]]:
         now = self.clock.now()
@@ -300,11 +210,11 @@ class World:
                 index=number,
                 trigger="regenerate",
                 queued_at=now,
-                wait=0.0 if inline else _lognormal(rng, state.source.queue_wait_seconds or 1),
+                wait=0.0 if inline else lognormal(rng, state.source.queue_wait_seconds or 1),
                 duration=(
                     max(0.001, state.source.inline_duration_seconds)
                     if inline
-                    else _lognormal(rng, state.source.duration_seconds)
+                    else lognormal(rng, state.source.duration_seconds)
                 ),
                 job_id=None if inline else f"job-{state.index}-{number}",
             )
@@ -327,24 +237,8 @@ class World:
             "generatorConfig": state.generator_config,
             "rateLimitRpm": src.rate_limit_rpm,
             "requireAuth": True,
-            "lastGenerationAt": _iso(runs[0].queued_at) if runs else None,
+            "lastGenerationAt": iso(runs[0].queued_at) if runs else None,
             "generationAudit": {},
-            "createdAt": _iso(self.epoch),
-            "updatedAt": _iso(self.clock.now()),
+            "createdAt": iso(self.epoch),
+            "updatedAt": iso(self.clock.now()),
         }
-
-
-def corrupt(event: dict[str, Any], how: int) -> None:
-    """Break one event in one of the ways a buggy upstream might."""
-    if how == 0:
-        event["queuedAt"] = "yesterday"
-    elif how == 1:
-        event["billableRows"] = -5
-    elif how == 2:
-        del event["status"]
-    else:
-        event["id"] = "not-a-uuid"
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

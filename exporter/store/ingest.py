@@ -212,6 +212,8 @@ class Written:
     stale: dict[tuple[UUID, UUID], int]
     added_to_live: int
     events: int
+    looked_in_history: bool = False
+    revived: int = 0
 
 
 def page_table(events: Sequence[GenerationEvent]) -> pa.Table:
@@ -296,7 +298,8 @@ def write_batch(
     page = page_table([e for p in pages for e in p.events if e.id not in p.unchanged])
     windows = [str(p.source_id) for p in pages if p.full_window]
     stale: dict[tuple[UUID, UUID], int] = dict.fromkeys((p.key for p in pages), 0)
-    added = 0
+    added = revived = 0
+    looked = False
     with registered(conn, page=page), transaction(conn):
         if page.num_rows:
             unique = pc.count_distinct(page["id"]).as_py() == page.num_rows
@@ -307,6 +310,7 @@ def write_batch(
                 "SELECT count(*) FROM staged WHERE NOT was_stored AND queued_at <= $newest",
                 {"newest": history_newest},
             ):
+                looked = True
                 conn.execute(_FROM_HISTORY)
                 conn.execute(_UNTOUCHED)
             rows, changed, revived, new = conn.execute(
@@ -331,7 +335,13 @@ def write_batch(
         conn.execute(_RECORD_SUCCESS, {"now": now, **_poll_params(pages)})
         conn.execute("DELETE FROM page_in")
         conn.execute("DELETE FROM staged")
-    return Written(stale=stale, added_to_live=added, events=page.num_rows)
+    return Written(
+        stale=stale,
+        added_to_live=added,
+        events=page.num_rows,
+        looked_in_history=looked,
+        revived=int(revived),
+    )
 
 
 def live_rows(conn: duckdb.DuckDBPyConnection) -> int:

@@ -55,6 +55,9 @@ class WriteStats:
     events: int = 0
     seconds: float = 0.0
     retired: int = 0
+    # batches with a run that may have been in history, and runs that came back from it
+    history_lookups: int = 0
+    revived: int = 0
 
 
 class Store:
@@ -213,6 +216,8 @@ class Store:
         self.stats.batches += 1
         self.stats.events += written.events
         self.stats.seconds += time.perf_counter() - started
+        self.stats.history_lookups += written.looked_in_history
+        self.stats.revived += written.revived
         self._added_since_retire += written.added_to_live
         if self._retire_due():
             self._retire_quietly(now)

@@ -279,8 +279,12 @@ SETTINGS_KEYS = ("duration_buckets", "timezone")
 
 
 def stored_rollups(conn: duckdb.DuckDBPyConnection) -> Rollups | None:
-    """What the totals were last built for; None when they never were."""
-    rows = dict(conn.execute("SELECT key, value FROM store_settings").fetchall())
+    """What the totals were last built for; None when they never were (or, read-only, in a
+    database from before the totals)."""
+    try:
+        rows = dict(conn.execute("SELECT key, value FROM store_settings").fetchall())
+    except duckdb.CatalogException:
+        return None
     if not all(k in rows for k in SETTINGS_KEYS):
         return None
     return Rollups(tuple(json.loads(rows["duration_buckets"])), rows["timezone"])

@@ -1,0 +1,57 @@
+"""Builders shared by the tests: runs as the API sends them, and recounts over a stored database.
+
+Test modules import from here, never from each other.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import duckdb
+
+from exporter.models import GenerationEvent
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+PROJECT, SOURCE = uuid4(), uuid4()
+
+
+def run(run_id: UUID | None = None, *, minutes: int = 0, **fields: Any) -> GenerationEvent:
+    """A finished, successful run queued ``minutes`` after T0; ``fields`` override (camelCase)."""
+    at = T0 + timedelta(minutes=minutes)
+    base: dict[str, Any] = {
+        "id": str(run_id or uuid4()),
+        "sourceId": str(SOURCE),
+        "projectId": str(PROJECT),
+        "trigger": "populate",
+        "status": "success",
+        "queuedAt": at.isoformat(),
+        "startedAt": at.isoformat(),
+        "finishedAt": (at + timedelta(seconds=30)).isoformat(),
+        "durationMs": 30_000,
+        "totalInsertedRows": 10,
+        "billableRows": 8,
+        "createdAt": at.isoformat(),
+        "updatedAt": (at + timedelta(seconds=30)).isoformat(),
+    }
+    base.update(fields)
+    return GenerationEvent.model_validate(base)
+
+
+# What the v2 exporter exposed: every counter recounted from the stored runs on each scrape.
+FINISHED = "(status IN ('success', 'failed') OR finished_at IS NOT NULL)"
+RECOUNT_RUNS = f"""
+SELECT project_id, source_id, trigger, status, count(*), sum(billable_rows),
+       sum(total_inserted_rows)
+FROM events WHERE {FINISHED} GROUP BY ALL
+"""
+
+
+def recount_runs(conn: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], tuple[int, int, int]]:
+    """(project, source, trigger, status) -> (runs, billable rows, inserted rows) of the
+    finished runs stored now."""
+    return {
+        tuple(r[:4]): (int(r[4]), int(r[5]), int(r[6]))
+        for r in conn.execute(RECOUNT_RUNS).fetchall()
+    }
