@@ -11,6 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,40 @@ def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
     for labels, v in samples.get(name, []):
         out[labels[label]] += v
     return dict(out)
+
+
+class Simulator:
+    """The simulator as its own process, so it does not share a core with what is measured."""
+
+    def __init__(self, world: World, workdir: Path) -> None:
+        data = world.scenario.model_dump(mode="json")
+        data["epoch"] = world.epoch.isoformat()
+        path = workdir / "scenario.yaml"
+        path.write_text(yaml.safe_dump(data))
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [EXE, "simulate", "--listen", f"127.0.0.1:{self.port}", "--scenario", str(path)],
+            stdout=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_until_serving(f"{self.url}/_sim/clock", self.proc)
+
+    def freeze(self, when: datetime) -> None:
+        httpx.post(f"{self.url}/_sim/clock", json={"set": when.isoformat()})
+
+    def advance(self, seconds: float) -> None:
+        httpx.post(f"{self.url}/_sim/clock", json={"advance": seconds})
+
+    def warm_up(self, world: World) -> None:
+        """Fill the simulator's run cache, so the cycles measure the exporter, not it."""
+        with httpx.Client(headers={"x-api-key": "sb_api_bench"}) as http:
+            for project, source in world.sources:
+                http.get(
+                    f"{self.url}/api/public/v1/projects/{project}/sources/{source}"
+                    "/generation-events",
+                    params={"limit": 200},
+                )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)

@@ -27,9 +27,9 @@ from typing import Any
 import duckdb
 import httpx
 import pyarrow as pa
-import yaml
 
-from bench.common import EXE, exporter, free_port, scenario, wait_until_serving, write_config
+from bench.common import EXE, Simulator, exporter, scenario, write_config
+from bench.history_data import build
 from exporter.models import parse_event_page
 from exporter.reports import load_reports
 from exporter.simulator import World
@@ -51,43 +51,6 @@ def timed(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str
         err.seek(0)
         done = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
     return elapsed, usage.ru_maxrss / 1024, done
-
-
-class Simulator:
-    """The simulator as its own process, so it does not share a core with what is measured."""
-
-    def __init__(self, world: World, workdir: Path) -> None:
-        data = world.scenario.model_dump(mode="json")
-        data["epoch"] = world.epoch.isoformat()
-        path = workdir / "scenario.yaml"
-        path.write_text(yaml.safe_dump(data))
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [EXE, "simulate", "--listen", f"127.0.0.1:{self.port}", "--scenario", str(path)],
-            stdout=subprocess.DEVNULL,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        wait_until_serving(f"{self.url}/_sim/clock", self.proc)
-
-    def freeze(self, when: datetime) -> None:
-        httpx.post(f"{self.url}/_sim/clock", json={"set": when.isoformat()})
-
-    def advance(self, seconds: float) -> None:
-        httpx.post(f"{self.url}/_sim/clock", json={"advance": seconds})
-
-    def warm_up(self, world: World) -> None:
-        """Fill the simulator's run cache, so the cycles measure the exporter, not it."""
-        with httpx.Client(headers={"x-api-key": "sb_api_bench"}) as http:
-            for project, source in world.sources:
-                http.get(
-                    f"{self.url}/api/public/v1/projects/{project}/sources/{source}"
-                    "/generation-events",
-                    params={"limit": 200},
-                )
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 def cycles(world: World, sim: Simulator, workdir: Path, results: dict[str, Any]) -> None:
@@ -200,37 +163,9 @@ def _duck(arrow_type: pa.DataType) -> str:
 
 
 def fill_million(world: World, db: Path, total: int) -> None:
-    """``total`` synthetic finished and in-flight runs spread over every source, in SQL."""
-    store = Store(db)
-    store.close()
-    keys = pa.table(
-        {
-            "n": list(range(len(world.sources))),
-            "project_id": [str(p) for p, _ in world.sources],
-            "source_id": [str(s) for _, s in world.sources],
-        }
-    )
-    conn = duckdb.connect(str(db))
-    conn.register("keys", keys)
-    conn.execute(
-        f"""
-        INSERT INTO events
-        SELECT uuid(), k.project_id::UUID, k.source_id::UUID, NULL, NULL, 'run-' || i,
-               CASE WHEN i % 5 = 0 THEN 'regenerate' ELSE 'populate' END,
-               CASE WHEN i % 997 = 0 THEN 'active' WHEN i % 11 = 0 THEN 'failed'
-                    ELSE 'success' END,
-               t, t + INTERVAL 3 SECOND,
-               CASE WHEN i % 997 = 0 THEN NULL
-                    ELSE t + INTERVAL 3 SECOND + to_milliseconds((i * 7919) % 600000) END,
-               CASE WHEN i % 997 = 0 THEN NULL ELSE (i * 7919) % 600000 END,
-               (i * 31) % 100000, (i * 29) % 90000, NULL, '{{}}', '{{}}', t, t, now(), now(), NULL
-        FROM (
-            SELECT i, now() - to_seconds(i * 2) AS t FROM range({total}) r(i)
-        ) JOIN keys k ON k.n = i % {len(world.sources)}
-        """
-    )
-    conn.execute("CHECKPOINT")
-    conn.close()
+    """``total`` finished runs over the last year, spread over every source."""
+    sources = [(p.id, s.id, p.name, s.name) for p in world.scenario.projects for s in p.sources]
+    build(db, total, sources, end=datetime.now(UTC) - timedelta(days=1))  # type: ignore[arg-type]
 
 
 def scrape_and_reports(

@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from itertools import groupby
+from typing import cast
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -27,6 +29,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from exporter.billing import Month, cost, current_month, project_linear
 from exporter.config import BillingConfig
@@ -67,29 +70,48 @@ class StoreCollector(Collector):
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
-        started = time.perf_counter()
-        cur = self.store.cursor()
-        yield from self._runs(cur)
-        yield from self._rows(cur)
-        yield self._durations(cur)
-        yield from self._in_progress(cur)
-        yield self._last_finished(cur)
+        now = self.now()
+        month = current_month(now, self.store.rollups.timezone)
+        reading = self._read(month)
+        yield from self._runs(reading)
+        yield from self._rows(reading)
+        yield self._durations(reading)
+        yield from self._in_progress(reading)
+        yield self._last_finished(reading)
         yield self._info()
-        yield from self._billing(cur)
-        yield from self._store()
+        yield from self._billing(reading, month, now)
+        yield from self._store(reading)
         scrape = GaugeMetricFamily(
             "synthbrew_exporter_store_scrape_duration_seconds",
-            "Time this refresh spent reading the store, in seconds.",
+            "Time this refresh spent reading the store (its totals and live runs), in seconds.",
         )
-        scrape.add_metric([], time.perf_counter() - started)
+        scrape.add_metric([], reading.seconds)
         yield scrape
+
+    def _read(self, month: Month) -> _Reading:
+        """Everything the families show, read in one go: small tables and the live runs."""
+        started = time.perf_counter()
+        cur = self.store.cursor()
+        zone = ZoneInfo(self.store.rollups.timezone)
+        first, end = (day.astimezone(zone).date() for day in (month.start, month.end))
+        return _Reading(
+            runs=store_totals.run_totals(cur),
+            rows=store_totals.row_totals(cur),
+            in_progress=store_reads.in_progress(cur),
+            stale=store_reads.stale_runs(cur),
+            last_finished=store_totals.last_finished(cur),
+            billable=store_totals.billable_between(cur, first, end),
+            memory=store_reads.duckdb_memory(cur),
+            sizes=store_reads.table_sizes(cur),
+            seconds=time.perf_counter() - started,
+        )
 
     def _labels(self, key: tuple[UUID, UUID]) -> list[str] | None:
         """The configured names of a source; None for a source no longer configured."""
         names = self.names.get(key)
         return None if names is None else [names.project, names.source]
 
-    def _runs(self, cur: Any) -> Iterator[Metric]:
+    def _runs(self, reading: _Reading) -> Iterator[Metric]:
         runs = CounterMetricFamily(
             "synthbrew_generation_runs",
             "Finished generation runs (status success or failed, or any status with finishedAt),"
@@ -115,7 +137,7 @@ class StoreCollector(Collector):
             labels=[*LABELS, "trigger"],
         )
         failed: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0])
-        for total in store_totals.run_totals(cur):
+        for total in reading.runs:
             labels = self._labels(total.source)
             if labels is None:
                 continue
@@ -126,7 +148,7 @@ class StoreCollector(Collector):
             if total.status == "failed":
                 counts[0] += total.runs
                 counts[1] += total.runs_retracted
-        for row in store_totals.row_totals(cur):
+        for row in reading.rows:
             labels = self._labels(row.source)
             if labels is not None:
                 failed.setdefault((*labels, row.trigger), [0, 0])
@@ -135,7 +157,7 @@ class StoreCollector(Collector):
             failures_retracted.add_metric(list(key), retracted)
         yield from (runs, runs_retracted, failures, failures_retracted)
 
-    def _rows(self, cur: Any) -> Iterator[Metric]:
+    def _rows(self, reading: _Reading) -> Iterator[Metric]:
         families = {
             name: CounterMetricFamily(
                 f"synthbrew_generation_{name}", help_text, labels=[*LABELS, "trigger"]
@@ -163,7 +185,7 @@ class StoreCollector(Collector):
                 ),
             )
         }
-        for row in store_totals.row_totals(cur):
+        for row in reading.rows:
             labels = self._labels(row.source)
             if labels is None:
                 continue
@@ -174,31 +196,23 @@ class StoreCollector(Collector):
             families["inserted_rows_retracted"].add_metric(series, row.inserted_rows_retracted)
         yield from families.values()
 
-    def _durations(self, cur: Any) -> Metric:
-        family = HistogramMetricFamily(
+    def _durations(self, reading: _Reading) -> Metric:
+        series = []
+        for total in reading.runs:
+            labels = self._labels(total.source)
+            if labels is not None and total.duration_count:
+                series.append(([*labels, total.trigger, total.status], total))
+        return _LazyHistogram(
             "synthbrew_generation_duration_seconds",
             "Duration of finished generation runs (durationMs), in seconds; a run is observed"
             " each time it enters a finished trigger and status with a duration.",
-            labels=[*LABELS, "trigger", "status"],
+            [*LABELS, "trigger", "status"],
+            self.store.rollups.duration_buckets,
+            series,
         )
-        bounds = self.store.rollups.duration_buckets
-        for total in store_totals.run_totals(cur):
-            labels = self._labels(total.source)
-            if labels is None or total.duration_count == 0:
-                continue
-            family.add_metric(
-                [*labels, total.trigger, total.status],
-                buckets=[
-                    *((_le(b), c) for b, c in zip(bounds, total.duration_buckets, strict=True)),
-                    ("+Inf", total.duration_count),
-                ],
-                sum_value=total.duration_sum_seconds,
-            )
-        return family
 
-    def _in_progress(self, cur: Any) -> Iterator[Metric]:
-        counts = store_reads.in_progress(cur)
-        stale = store_reads.stale_runs(cur)
+    def _in_progress(self, reading: _Reading) -> Iterator[Metric]:
+        counts, stale = reading.in_progress, reading.stale
         gauge = GaugeMetricFamily(
             "synthbrew_generation_in_progress",
             "Runs now queued or active (runs flagged stale excluded).",
@@ -217,13 +231,13 @@ class StoreCollector(Collector):
         yield gauge
         yield stale_gauge
 
-    def _last_finished(self, cur: Any) -> Metric:
+    def _last_finished(self, reading: _Reading) -> Metric:
         family = GaugeMetricFamily(
             "synthbrew_generation_last_finished_timestamp_seconds",
             "finishedAt of the newest finished run per status, as a Unix timestamp in seconds.",
             labels=[*LABELS, "status"],
         )
-        for (key, status), when in sorted(store_totals.last_finished(cur).items(), key=str):
+        for (key, status), when in sorted(reading.last_finished.items(), key=str):
             labels = self._labels(key)
             if labels is not None:
                 family.add_metric([*labels, status], when.timestamp())
@@ -241,16 +255,12 @@ class StoreCollector(Collector):
             family.add_metric([names.project, names.source, str(project_id), str(source_id)], 1)
         return family
 
-    def _billing(self, cur: Any) -> Iterator[Metric]:
-        now = self.now()
+    def _billing(self, reading: _Reading, month: Month, now: datetime) -> Iterator[Metric]:
         timezone = self.store.rollups.timezone
-        month = current_month(now, timezone)
-        zone = ZoneInfo(timezone)
-        billable = store_totals.billable_between(
-            cur, month.start.astimezone(zone).date(), month.end.astimezone(zone).date()
-        )
         by_source = {
-            tuple(labels): float(n) for key, n in billable.items() if (labels := self._labels(key))
+            tuple(labels): float(n)
+            for key, n in reading.billable.items()
+            if (labels := self._labels(key))
         }
         mtd = GaugeMetricFamily(
             "synthbrew_billable_rows_month_to_date",
@@ -323,8 +333,17 @@ class StoreCollector(Collector):
             )
         yield from (cost_mtd, cost_end)
 
-    def _store(self) -> Iterator[Metric]:
-        sizes = store_reads.table_sizes(self.store.cursor())
+    def _store(self, reading: _Reading) -> Iterator[Metric]:
+        memory = GaugeMetricFamily(
+            "synthbrew_exporter_duckdb_memory_bytes",
+            "Memory DuckDB holds, by what holds it (duckdb_memory()); the total is capped by"
+            " database.memory_limit.",
+            labels=["tag"],
+        )
+        for tag, used in sorted(reading.memory.items()):
+            memory.add_metric([tag.lower()], used)
+        yield memory
+        sizes = reading.sizes
         stored = GaugeMetricFamily(
             "synthbrew_exporter_store_runs",
             "Runs stored, by table: live (can still change, indexed) and history.",
@@ -349,6 +368,72 @@ class StoreCollector(Collector):
             family = CounterMetricFamily(f"synthbrew_exporter_store_{name}", help_text)
             family.add_metric([], value)
             yield family
+
+
+@dataclass(frozen=True)
+class _Reading:
+    runs: list[store_totals.RunTotal]
+    rows: list[store_totals.RowTotal]
+    in_progress: dict[tuple[tuple[UUID, UUID], str], int]
+    stale: dict[tuple[UUID, UUID], int]
+    last_finished: dict[tuple[tuple[UUID, UUID], str], datetime]
+    billable: dict[tuple[UUID, UUID], int]
+    memory: dict[str, int]
+    sizes: dict[str, int]
+    seconds: float
+
+
+class _LazyHistogram(HistogramMetricFamily):
+    """The duration histogram, its samples made as an encoder reads them (again for each).
+
+    With a thousand sources it is ~110,000 samples; as objects all at once, ~70 MB."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        bounds: Sequence[float],
+        series: Sequence[tuple[list[str], store_totals.RunTotal]],
+    ) -> None:
+        super().__init__(name, documentation, labels=labels)
+        self._bounds = [_le(b) for b in bounds]
+        self._series = series
+        self.samples = cast(list[Sample], _Again(self._samples))
+
+    def _samples(self) -> Iterator[Sample]:
+        for _, _, make in self.groups():
+            yield from make()
+
+    def groups(self) -> Iterator[tuple[tuple[str, str], int, Callable[[], list[Sample]]]]:
+        """The series of each source (they come sorted by source), for the renderer's cache."""
+        for owner, series in groupby(self._series, key=lambda s: (s[0][0], s[0][1])):
+            mine = list(series)
+            digest = hash((tuple(self._bounds), *((tuple(names), t) for names, t in mine)))
+            yield owner, digest, partial(self._make, mine)
+
+    def _make(self, series: list[tuple[list[str], store_totals.RunTotal]]) -> list[Sample]:
+        one = HistogramMetricFamily(self.name, "", labels=self._labelnames)
+        for labels, total in series:
+            one.add_metric(
+                labels,
+                buckets=[
+                    *zip(self._bounds, total.duration_buckets, strict=True),
+                    ("+Inf", total.duration_count),
+                ],
+                sum_value=total.duration_sum_seconds,
+            )
+        return one.samples
+
+
+class _Again:
+    """An iterable that starts over each time it is iterated."""
+
+    def __init__(self, make: Callable[[], Iterator[Sample]]) -> None:
+        self._make = make
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self._make()
 
 
 def _le(bound: float) -> str:

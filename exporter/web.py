@@ -129,7 +129,8 @@ def build_app(
         if "gzip" in request.headers.get("accept-encoding", ""):
             headers["content-encoding"] = "gzip"
             return Response(rendered.gzipped, headers=headers)
-        return Response(rendered.body, headers=headers)
+        # Only compressed renderings are kept; the rare client without gzip costs a decompress.
+        return Response(await run_in_threadpool(lambda: rendered.body), headers=headers)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -6,7 +6,6 @@ live keeps (a quiet source), and only as far back as that window starts.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,6 +66,12 @@ def table_sizes(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {"live": int(live), "history": int(kept)}
 
 
+def duckdb_memory(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """DuckDB's own memory by what holds it (its buffer pool, indexes, hash tables ...)."""
+    rows = cur.execute("SELECT tag, memory_usage_bytes FROM duckdb_memory()").fetchall()
+    return {str(tag): int(n) for tag, n in rows}
+
+
 def in_progress(cur: duckdb.DuckDBPyConnection) -> dict[tuple[SourceKey, str], int]:
     """Runs now queued or active, stale ones excluded. They are all live."""
     rows = cur.execute(
@@ -96,68 +101,49 @@ _FINGERPRINT = ", ".join(
         *(f"epoch_us({c})" if c.endswith("_at") else c for c in PROGRESS_FIELDS),
     ]
 )
-_RUN = f"replace(id::VARCHAR, '-', ''), queued_at, {_FINGERPRINT}"
-_LIVE_WINDOWS = f"""
-SELECT project_id::VARCHAR, source_id::VARCHAR, {_RUN}
-FROM (
-    SELECT e.*, least($n, coalesce(s.page_limit, $n)) AS keep
-    FROM events_live e LEFT JOIN poll_state s USING (project_id, source_id)
-    WHERE e.source_id IN (SELECT unnest($sources::UUID[]))
-    QUALIFY row_number() OVER (
-        PARTITION BY e.project_id, e.source_id ORDER BY e.queued_at DESC, e.id
-    ) <= keep
+_RUN = f"replace(id::VARCHAR, '-', ''), {_FINGERPRINT}"
+# Each source's newest runs, as many as its next poll asks for: live ones, and for a quiet
+# source whose last window reaches further back than live keeps, the history runs from that
+# window's oldest on (DuckDB reads only the row groups since the earliest such window).
+_WINDOWS = f"""
+WITH limits AS (
+    SELECT project_id, source_id, least($n, coalesce(page_limit, $n)) AS keep, window_start
+    FROM poll_state
+),
+candidates AS (
+    SELECT project_id, source_id, id, queued_at, {_RUN} FROM events_live
+    UNION ALL
+    SELECT h.project_id, h.source_id, h.id, h.queued_at, {_RUN.replace("id::", "h.id::")}
+    FROM events_history h JOIN limits l USING (project_id, source_id)
+    WHERE l.window_start IS NOT NULL AND h.queued_at >= l.window_start
 )
-ORDER BY project_id, source_id
-"""
-# The part of a quiet source's last window that already went to history: from the window's
-# oldest run up to what live still holds.
-_HISTORY_WINDOWS = f"""
-SELECT project_id::VARCHAR, source_id::VARCHAR, {_RUN}
-FROM events_history h JOIN poll_state s USING (project_id, source_id)
-WHERE s.window_start IS NOT NULL AND h.queued_at >= s.window_start
+SELECT c.project_id::VARCHAR, c.source_id::VARCHAR,
+       c.* EXCLUDE (project_id, source_id, id, queued_at)
+FROM candidates c LEFT JOIN limits l USING (project_id, source_id)
+QUALIFY row_number() OVER (
+    PARTITION BY c.project_id, c.source_id ORDER BY c.queued_at DESC, c.id
+) <= coalesce(l.keep, $n)
 ORDER BY 1, 2
 """
 
 
-def windows(
-    cur: duckdb.DuckDBPyConnection, per_source: int, sources_per_query: int = 250
-) -> dict[SourceKey, Window]:
+def windows(cur: duckdb.DuckDBPyConnection, per_source: int) -> dict[SourceKey, Window]:
     """Each source's newest stored runs: the window a restarted collector compares its first
     pages with.
 
     As many per source as its next poll asks for (its stored ``page_limit``, at most
-    ``per_source``), exactly what the collector keeps between polls. Sources are read
-    ``sources_per_query`` at a time, rows in chunks, to bound DuckDB's memory. Ids come as hex
-    text (``UUID.int`` without building UUIDs); DuckDB hands UHUGEINTs to Python 70x slower.
+    ``per_source``), exactly what the collector keeps between polls. One query, read a chunk
+    at a time and a source at a time, so Python never holds more than one source's rows. Ids
+    come as hex text (``UUID.int`` without building UUIDs); DuckDB hands UHUGEINTs to Python
+    70x slower.
     """
-    limits = dict(
-        ((r[0], r[1]), min(per_source, r[2] or per_source))
-        for r in cur.execute("SELECT project_id, source_id, page_limit FROM poll_state").fetchall()
-    )
-    runs: dict[SourceKey, list[tuple[Any, ...]]] = defaultdict(list)
-    for rows in (_history_window_rows(cur), _live_window_rows(cur, per_source, sources_per_query)):
-        for (project_id, source_id), group in groupby(rows, itemgetter(0, 1)):
-            runs[(UUID(project_id), UUID(source_id))].extend(r[2:] for r in group)
     out = {}
-    for key, found in runs.items():
-        # newest first by queued_at, then id, as the live query ranks them
-        found.sort(key=lambda r: (-r[1].timestamp(), r[0]))
-        keep = found[: limits.get(key, per_source)]
-        out[key] = Window((int(r[0], 16), fingerprint(*r[2:])) for r in keep)
+    rows = _chunked(cur.execute(_WINDOWS, {"n": per_source}))
+    for (project_id, source_id), group in groupby(rows, itemgetter(0, 1)):
+        out[(UUID(project_id), UUID(source_id))] = Window(
+            (int(row[2], 16), fingerprint(*row[3:])) for row in group
+        )
     return out
-
-
-def _live_window_rows(
-    cur: duckdb.DuckDBPyConnection, per_source: int, sources_per_query: int
-) -> Iterator[tuple[Any, ...]]:
-    sources = cur.execute("SELECT DISTINCT source_id FROM events_live ORDER BY 1").fetchall()
-    for i in range(0, len(sources), sources_per_query):
-        batch = [str(row[0]) for row in sources[i : i + sources_per_query]]
-        yield from _chunked(cur.execute(_LIVE_WINDOWS, {"n": per_source, "sources": batch}))
-
-
-def _history_window_rows(cur: duckdb.DuckDBPyConnection) -> Iterator[tuple[Any, ...]]:
-    yield from _chunked(cur.execute(_HISTORY_WINDOWS))
 
 
 def _chunked(result: duckdb.DuckDBPyConnection, size: int = 10_000) -> Iterator[tuple[Any, ...]]:

@@ -337,7 +337,5 @@ class Store:
     def export_fingerprints(self) -> dict[tuple[UUID, UUID, str], str]:
         return reads.export_fingerprints(self.cursor())
 
-    def windows(
-        self, per_source: int, sources_per_query: int = 250
-    ) -> dict[tuple[UUID, UUID], Window]:
-        return reads.windows(self.cursor(), per_source, sources_per_query)
+    def windows(self, per_source: int) -> dict[tuple[UUID, UUID], Window]:
+        return reads.windows(self.cursor(), per_source)

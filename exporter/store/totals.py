@@ -379,7 +379,7 @@ class RunTotal:
     runs_retracted: int
     duration_count: int
     duration_sum_seconds: float
-    duration_buckets: Sequence[int]
+    duration_buckets: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -398,7 +398,9 @@ def run_totals(cur: duckdb.DuckDBPyConnection) -> list[RunTotal]:
                   duration_sum_ms / 1000.0, duration_buckets
            FROM run_totals ORDER BY ALL"""
     ).fetchall()
-    return [RunTotal((r[0], r[1]), r[2], r[3], r[4], r[5], r[6], float(r[7]), r[8]) for r in rows]
+    return [
+        RunTotal((r[0], r[1]), r[2], r[3], r[4], r[5], r[6], float(r[7]), tuple(r[8])) for r in rows
+    ]
 
 
 def row_totals(cur: duckdb.DuckDBPyConnection) -> list[RowTotal]:

@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""History at scale: the real ``run`` polling into a database that already holds N runs.
+
+    .venv/bin/python -m bench.history --runs 1e6,1e7,1e8      # about 1 h, ~15 GB of disk
+    .venv/bin/python -m bench.history --runs 1e6 --minutes 3  # a quicker look
+
+For each size, a database in the current schema is built once (``bench/.cache``, reused by
+later runs) with 1,000 sources' worth of runs over a year (``bench.history_data``), copied, and
+opened by ``synthbrew-exporter run`` with default settings — every source polled every 60 s —
+against the simulator in its own process, for ``--minutes`` after ``/readyz``. The same is done
+first on an empty database, in the same invocation: that is the baseline each size is judged
+against. Prints one row per size; writes ``bench/history.json``.
+
+Targets at 100,000,000 runs: no failed polls; peak RSS <= 300 MB and within 15 % of the empty
+database's; store seconds per /metrics refresh <= 2x the empty database's; upsert rate >= 80 %
+of it; /readyz within two intervals (120 s); every named report <= 10 s (<= 2 s at 10,000,000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.common import EXE, Simulator, write_config
+from bench.history_data import build
+from exporter.models import parse_event_page
+from exporter.reports import load_reports
+from exporter.simulator import Scenario, World
+from exporter.store import PageIn, Store
+
+CACHE = Path(__file__).with_name(".cache")
+RESULTS = Path(__file__).with_name("history.json")
+INTERVAL = 60.0
+
+
+def fleet(sources: int) -> Scenario:
+    """The simulator's sources: 70 % quiet (one run an hour), 25 % steady (six an hour), 5 %
+    busy (a run a minute, enough to keep a full window moving); some failed runs are retried
+    and some billable rows corrected, as a real fleet's are."""
+
+    def source(i: int) -> dict[str, Any]:
+        rate = 60 if i % 20 == 0 else 6 if i % 4 == 0 else 1
+        return {
+            "name": f"s{i}",
+            "runs_per_hour": rate,
+            "duration_seconds": 60,
+            "failure_rate": 0.06,
+            "retry_rate": 0.3,
+            "correction_rate": 0.02,
+        }
+
+    return Scenario.model_validate(
+        {
+            "seed": 1,
+            "history_hours": 24,
+            "projects": [
+                {"name": f"p{p}", "sources": [source(i) for i in range(p, sources, 10)]}
+                for p in range(10)
+            ],
+        }
+    )
+
+
+@dataclass
+class Measured:
+    runs: int
+    ready_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    store_refresh_seconds: float = 0.0
+    store_refresh_max_seconds: float = 0.0
+    polls_ok: int = 0
+    polls_failed: int = 0
+    upsert_events_per_second: float = 0.0
+    write_seconds_per_minute: float = 0.0
+    cpu_seconds_per_minute: float = 0.0
+    rss_mb: float = 0.0
+    file_mb: float = 0.0
+    bytes_per_run: float = 0.0
+    live_runs: int = 0
+    history_lookups: int = 0
+    reports_ms: dict[str, float] = field(default_factory=dict)
+
+
+def pristine(runs: int, world: World) -> Path:
+    """The database of ``runs`` runs, built once and kept in the cache."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"history-{runs}.duckdb"
+    if not path.exists():
+        started = time.perf_counter()
+        print(f"building {runs:,} runs ...", flush=True)
+        sources = [(p.id, s.id, p.name, s.name) for p in world.scenario.projects for s in p.sources]
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        build(partial, runs, sources, end=datetime.now(UTC) - timedelta(days=1))  # type: ignore[arg-type]
+        partial.rename(path)
+        print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
+def measure(runs: int, world: World, workdir: Path, minutes: float) -> Measured:
+    db = workdir / "synthbrew.duckdb"
+    for leftover in (db, db.with_suffix(".duckdb.wal")):
+        leftover.unlink(missing_ok=True)
+    if runs:
+        shutil.copyfile(pristine(runs, world), db)
+    sim = Simulator(world, workdir)
+    config, url = write_config(world, f"{sim.url}/api", workdir, database={"path": str(db)})
+    out = Measured(runs=runs)
+    log = (workdir / f"exporter-{runs}.log").open("w")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [EXE, "--log-level", "warning", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        out.ready_seconds = _until_ready(url, proc, started)
+        ready_cpu = _cpu_seconds(proc.pid)
+        refreshes: list[float] = []
+        deadline = time.monotonic() + minutes * 60
+        while time.monotonic() < deadline:
+            time.sleep(5)
+            refreshes.append(_sample(url, "synthbrew_exporter_store_scrape_duration_seconds"))
+        steady = minutes * 60
+        out.cpu_seconds_per_minute = round((_cpu_seconds(proc.pid) - ready_cpu) / steady * 60, 1)
+        out.rss_mb = round(_status_mb(proc.pid, "VmRSS"), 1)
+        writing = _total(_scrape(url), "synthbrew_exporter_store_write_seconds_total")
+        for name in load_reports():
+            began = time.perf_counter()
+            answer = httpx.get(f"{url}/api/reports/{name}", timeout=300)
+            out.reports_ms[name] = round((time.perf_counter() - began) * 1000, 1)
+            if answer.status_code != 200:
+                out.reports_ms[name] = float("nan")
+                print(f"  report {name}: HTTP {answer.status_code}: {answer.text[:300]}")
+        final = _scrape(url)
+        out.polls_ok = int(_total(final, "synthbrew_exporter_polls_total", outcome="success"))
+        out.polls_failed = int(_total(final, "synthbrew_exporter_polls_total", outcome="error"))
+        seconds = _total(final, "synthbrew_exporter_store_write_seconds_total")
+        out.write_seconds_per_minute = round((seconds - writing) / steady * 60, 2)
+        out.live_runs = int(_total(final, "synthbrew_exporter_store_runs", table="live"))
+        out.history_lookups = int(_total(final, "synthbrew_exporter_store_history_lookups_total"))
+        out.store_refresh_seconds = round(statistics.median(refreshes), 4)
+        out.store_refresh_max_seconds = round(max(refreshes), 4)
+        out.peak_rss_mb = round(_status_mb(proc.pid, "VmHWM"), 1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=300)
+        sim.stop()
+        log.close()
+    out.file_mb = round(db.stat().st_size / 1e6, 1)
+    stored = runs + out.live_runs
+    out.bytes_per_run = round(db.stat().st_size / stored, 1) if stored else 0.0
+    out.upsert_events_per_second = upsert_rate(db, world)
+    db.unlink()
+    return out
+
+
+def upsert_rate(db: Path, world: World, sources: int = 200) -> float:
+    """New runs written into this database, 64 pages of 200 per transaction as the exporter's
+    ingest queue batches a burst: events per second of the store alone."""
+    pages = []
+    for state in list(world.sources.values())[:sources]:
+        events = parse_event_page(json.dumps(world.page(state, 200))).events
+        fresh = [e.model_copy(update={"id": uuid4()}) for e in events]
+        pages.append(PageIn(state.project.id, state.id, fresh))  # type: ignore[arg-type]
+    store = Store(db)
+    try:
+        started = time.perf_counter()
+        for i in range(0, len(pages), 64):
+            store.ingest(pages[i : i + 64], now=datetime.now(UTC), stale_after=timedelta(hours=1))
+        elapsed = time.perf_counter() - started
+    finally:
+        store.close()
+    return round(sum(len(p.events) for p in pages) / elapsed)
+
+
+def _until_ready(url: str, proc: subprocess.Popen[bytes], started: float) -> float:
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the exporter exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return round(time.monotonic() - started, 1)
+        except httpx.TransportError:
+            pass
+        if time.monotonic() - started > 900:
+            raise RuntimeError("not ready after 15 minutes")
+        time.sleep(0.5)
+
+
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def _scrape(url: str) -> Samples:
+    text = httpx.get(f"{url}/metrics", timeout=60).text
+    return [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def _total(samples: Samples, name: str, **labels: str) -> float:
+    return sum(
+        v
+        for n, found, v in samples
+        if n == name and all(found.get(k) == x for k, x in labels.items())
+    )
+
+
+def _sample(url: str, name: str) -> float:
+    return _total(_scrape(url), name)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def table(rows: list[Measured]) -> str:
+    base = rows[0]
+    header = (
+        f"{'stored runs':>13} {'ready s':>8} {'peak RSS MB':>12} {'store s/refresh':>16}"
+        f" {'polls ok/failed':>16} {'upsert ev/s':>12} {'CPU s/min':>10} {'file MB':>9}"
+        f" {'B/run':>6} {'slowest report':>30}"
+    )
+    lines = [header]
+    for m in rows:
+        slowest = max(m.reports_ms, key=lambda n: m.reports_ms[n])
+        vs = (
+            ""
+            if m is base
+            else (
+                f"  (RSS {m.peak_rss_mb / base.peak_rss_mb - 1:+.0%},"
+                f" refresh {m.store_refresh_seconds / base.store_refresh_seconds:.2f}x,"
+                f" upsert {m.upsert_events_per_second / base.upsert_events_per_second:.0%})"
+            )
+        )
+        lines.append(
+            f"{m.runs:>13,} {m.ready_seconds:>8} {m.peak_rss_mb:>12} {m.store_refresh_seconds:>16}"
+            f" {f'{m.polls_ok}/{m.polls_failed}':>16} {m.upsert_events_per_second:>12,.0f}"
+            f" {m.cpu_seconds_per_minute:>10.1f} {m.file_mb:>9} {m.bytes_per_run:>6}"
+            f" {f'{slowest} {m.reports_ms[slowest]:.0f} ms':>30}{vs}"
+        )
+    lines.append("")
+    lines.append("report latency (ms): " + " | ".join(f"{m.runs:,}" for m in rows))
+    for name in base.reports_ms:
+        lines.append(f"  {name:<22} " + " | ".join(f"{m.reports_ms[name]:>9}" for m in rows))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="1e6,1e7,1e8", help="comma-separated history sizes")
+    parser.add_argument("--minutes", type=float, default=5.0, help="polling after /readyz")
+    parser.add_argument("--sources", type=int, default=1000)
+    args = parser.parse_args()
+    sizes = [0, *(int(float(x)) for x in args.runs.split(","))]
+    world = World(fleet(args.sources))
+    rows: list[Measured] = []
+    with tempfile.TemporaryDirectory(dir=CACHE.parent) as tmp:
+        for runs in sizes:
+            if runs:
+                pristine(runs, world)
+            print(f"{runs:,} stored runs: polling for {args.minutes} min ...", flush=True)
+            rows.append(measure(runs, world, Path(tmp), args.minutes))
+            print(json.dumps(asdict(rows[-1])), flush=True)
+    print()
+    print(table(rows))
+    RESULTS.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    print(f"\nwrote {RESULTS}")
+    return 0 if all(r.polls_failed == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The renderer's cache: what it serves is byte for byte what prometheus_client would encode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.registry import Collector
+
+from exporter import exposition
+from exporter.exposition import Renderer
+
+
+class Changing(Collector):
+    """Families whose values the test changes between renderings."""
+
+    def __init__(self) -> None:
+        self.runs = {("shop", "orders"): 3.0, ("shop", "customers"): 5.0, ("web", "clicks"): 1.0}
+        self.split = False
+
+    def collect(self) -> Iterator[Metric]:
+        runs = CounterMetricFamily(
+            "demo_runs", 'Runs, with "quotes" and a \\ backslash.', labels=["project", "source"]
+        )
+        for (project, source), value in self.runs.items():
+            runs.add_metric([project, source], value)
+        yield runs
+        durations = HistogramMetricFamily(
+            "demo_duration_seconds", "Durations.", labels=["project", "source", "status"]
+        )
+        for (project, source), value in self.runs.items():
+            for status in ("failed", "success"):
+                durations.add_metric(
+                    [project, source, status],
+                    buckets=[("1.0", value), ("+Inf", value * 2)],
+                    sum_value=value * 1.5,
+                )
+        yield durations
+        apart = GaugeMetricFamily("demo_apart", "One source listed twice.", labels=["source", "k"])
+        for source, k in [("a", "1"), ("b", "1"), ("a", "2")]:
+            apart.add_metric([source, k], 2.0 if self.split and k == "2" else 1.0)
+        yield apart
+        plain = GaugeMetricFamily("demo_up", "No source labels at all.")
+        plain.add_metric([], 1.0)
+        yield plain
+
+
+def whole(registry: CollectorRegistry) -> tuple[bytes, bytes]:
+    return generate_latest(registry), openmetrics_latest(registry)  # type: ignore[no-untyped-call]
+
+
+def test_the_rendering_is_exactly_the_library_encoding_across_changes() -> None:
+    source = Changing()
+    registry = CollectorRegistry()
+    registry.register(source)
+    renderer = Renderer()
+    for change in range(4):
+        if change == 1:
+            source.runs[("shop", "orders")] = 4.0
+        if change == 2:
+            source.runs[("new", "one")] = 7.0
+            del source.runs[("web", "clicks")]
+            source.split = True
+        snapshot = renderer.render(registry)
+        text, om = whole(registry)
+        assert snapshot.text.body == text, change
+        assert snapshot.openmetrics.body == om, change
+        assert snapshot.text.size == len(text)
+    assert b'demo_runs_total{project="new",source="one"} 7.0' in snapshot.text.body
+    assert b'source="clicks"' not in snapshot.text.body
+
+
+def test_only_changed_sources_are_encoded_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = Changing()
+    registry = CollectorRegistry()
+    registry.register(source)
+    renderer = Renderer()
+    renderer.render(registry)
+    encoded: list[str] = []
+    original = exposition._encode
+
+    def counting(family: Metric) -> tuple[bytes, bytes]:
+        encoded.append(family.name)
+        return original(family)
+
+    monkeypatch.setattr(exposition, "_encode", counting)
+    renderer.render(registry)
+    assert encoded == [], "nothing changed, nothing encoded"
+    source.runs[("shop", "orders")] = 9.0
+    renderer.render(registry)
+    assert encoded == ["demo_runs", "demo_duration_seconds"], "one source of two families"
