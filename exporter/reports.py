@@ -8,7 +8,8 @@ A header looks like this::
     -- param: tz str = UTC | calendar timezone
 
 Parameters are typed, validated and bound by name (``$days`` in the SQL): a value is never
-pasted into the query text.
+pasted into the query text. ``$calendar_tz`` needs no declaration: it is the timezone the
+store keeps its daily rollup in (``billing.timezone``), for ``finished_per_day``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
+
+from exporter.store.db import schema_version
+from exporter.store.schema import MIGRATIONS
+from exporter.store.totals import calendar_timezone
 
 FORMATS = ("table", "csv", "json")
 _HEADER = re.compile(r"^--\s*(title|description|param):\s*(.*)$")
@@ -160,13 +165,26 @@ def load_reports(directory: Path | None = None) -> dict[str, Report]:
     return {r.name: r for r in map(parse_report, sorted(directory.glob("*.sql")))}
 
 
+# Provided by the exporter, not the user: what the store knows about itself.
+CONTEXT = ("calendar_tz",)
+_CONTEXT = re.compile(r"\$calendar_tz\b")
+
+
 def run_report(
     cur: duckdb.DuckDBPyConnection, report: Report, params: Mapping[str, Any]
 ) -> ReportResult:
+    bound = dict(params)
+    if _CONTEXT.search(report.sql):
+        bound["calendar_tz"] = calendar_timezone(cur)
     try:
-        result = cur.execute(report.sql, dict(params))
+        result = cur.execute(report.sql, bound)
     except duckdb.Error as exc:
-        raise ReportError(f"report {report.name!r} failed: {str(exc).splitlines()[0]}") from None
+        hint = ""
+        if isinstance(exc, duckdb.CatalogException) and schema_version(cur) < len(MIGRATIONS):
+            hint = " (the database is from an older release: `run` or `collect` upgrades it)"
+        raise ReportError(
+            f"report {report.name!r} failed: {str(exc).splitlines()[0]}{hint}"
+        ) from None
     columns = [d[0] for d in result.description or []]
     return ReportResult(columns=columns, rows=result.fetchall())
 

@@ -6,12 +6,10 @@
 SELECT
     project,
     source,
-    count(*) AS runs,
+    sum(runs) AS runs,
     sum(billable_rows) AS billable_rows,
-    sum(total_inserted_rows) AS inserted_rows,
+    sum(inserted_rows) AS inserted_rows,
     round(sum(billable_rows) / nullif(sum(sum(billable_rows)) OVER (), 0), 4) AS share
-FROM runs
-WHERE finished AND finished_at IS NOT NULL
-  AND CAST(timezone($tz, finished_at) AS DATE) BETWEEN $since AND $until
+FROM finished_per_day($tz, $since, $until, $calendar_tz)
 GROUP BY ALL
 ORDER BY billable_rows DESC, project, source;

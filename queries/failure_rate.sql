@@ -9,6 +9,6 @@ SELECT
     count(*) FILTER (WHERE status = 'failed') AS failed,
     round(count(*) FILTER (WHERE status = 'failed') / count(*), 4) AS failure_rate
 FROM runs
-WHERE finished AND CAST(queued_at AS DATE) >= $since
+WHERE finished AND queued_at >= $since
 GROUP BY ALL
 ORDER BY failure_rate DESC, project, source, trigger;

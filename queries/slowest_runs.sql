@@ -1,18 +1,27 @@
 -- title: Slowest runs
--- description: The longest finished runs, slowest first.
+-- description: The longest finished runs, slowest first (at most 10,000).
 -- param: since date = today-6 | first day counted (UTC, by queuedAt)
 -- param: limit int = 20 | how many runs
+-- Two steps, as in recent_failures: the slowest runs by id alone, then their details.
+WITH slowest AS (
+    SELECT id, queued_at, duration_ms FROM runs
+    WHERE finished AND duration_ms IS NOT NULL AND queued_at >= $since
+    ORDER BY duration_ms DESC, id
+    LIMIT 10000
+),
+picked AS (
+    SELECT * FROM slowest ORDER BY duration_ms DESC, id LIMIT $limit
+)
 SELECT
-    id,
-    project,
-    source,
-    trigger,
-    status,
-    started_at,
-    finished_at,
-    round(duration_seconds, 3) AS duration_seconds,
-    billable_rows
-FROM runs
-WHERE finished AND duration_ms IS NOT NULL AND CAST(queued_at AS DATE) >= $since
-ORDER BY duration_ms DESC, id
-LIMIT $limit;
+    r.id,
+    r.project,
+    r.source,
+    r.trigger,
+    r.status,
+    r.started_at,
+    r.finished_at,
+    round(r.duration_seconds, 3) AS duration_seconds,
+    r.billable_rows
+FROM runs r
+JOIN picked p ON r.id = p.id AND r.queued_at = p.queued_at
+ORDER BY r.duration_ms DESC, r.id;

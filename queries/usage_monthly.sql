@@ -5,12 +5,10 @@
 -- param: tz tz = UTC | timezone of the calendar
 SELECT
     project,
-    strftime(timezone($tz, finished_at), '%Y-%m') AS month,
-    count(*) AS runs,
+    strftime(day, '%Y-%m') AS month,
+    sum(runs) AS runs,
     sum(billable_rows) AS billable_rows,
-    sum(total_inserted_rows) AS inserted_rows
-FROM runs
-WHERE finished AND finished_at IS NOT NULL
-  AND CAST(timezone($tz, finished_at) AS DATE) BETWEEN $since AND $until
+    sum(inserted_rows) AS inserted_rows
+FROM finished_per_day($tz, $since, $until, $calendar_tz)
 GROUP BY ALL
 ORDER BY month, project;

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from exporter.collector import targets
-from exporter.reports import ReportError, load_reports, parse_report, render, run_report
+from exporter.reports import (
+    CONTEXT,
+    ReportError,
+    load_reports,
+    parse_report,
+    render,
+    run_report,
+)
 from exporter.store import Store
 from tests.conftest import EPOCH, Sim, make_scenario
 from tests.test_collector import running, target
@@ -100,7 +107,7 @@ def test_every_report_is_declared_properly() -> None:
     for report in REPORTS.values():
         assert report.title
         assert report.description
-        used = set(re.findall(r"\$(\w+)", report.sql))
+        used = set(re.findall(r"\$(\w+)", report.sql)) - set(CONTEXT)
         assert used == {p.name for p in report.params}, report.name
 
 

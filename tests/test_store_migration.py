@@ -22,8 +22,9 @@ from prometheus_client import CollectorRegistry
 from exporter.billing import current_month
 from exporter.config import BillingConfig
 from exporter.metrics import SourceNames, StoreCollector
-from exporter.reports import load_reports, run_report
+from exporter.reports import ReportError, load_reports, run_report
 from exporter.store import MIGRATIONS, Rollups, Store, page_table
+from exporter.store.schema import FINISHED_PER_DAY
 from tests.factories import FINISHED, run
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -198,8 +199,15 @@ def answers(conn: duckdb.DuckDBPyConnection) -> dict[str, list[Any]]:
 def upgraded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     path = tmp_path_factory.mktemp("v2") / "synthbrew.duckdb"
     build_v2(path)
-    conn = duckdb.connect(str(path), read_only=True)
+    conn = duckdb.connect(str(path))
     conn.execute("SET TimeZone = 'UTC'")
+    # What the reports answer from v2's runs: the new reports, with no rollup to take from.
+    conn.execute(
+        """CREATE TEMP TABLE daily_usage (project_id UUID, source_id UUID, day DATE,
+               trigger VARCHAR, status VARCHAR, runs BIGINT, billable_rows HUGEINT,
+               inserted_rows HUGEINT)"""
+    )
+    conn.execute(FINISHED_PER_DAY.replace("CREATE MACRO", "CREATE TEMP MACRO"))
     before = {
         "runs": conn.execute("SELECT * FROM events ORDER BY id").fetchall(),
         "poll_state": conn.execute("SELECT * FROM poll_state ORDER BY ALL").fetchall(),
@@ -270,13 +278,19 @@ def test_every_report_answers_as_before(upgraded: dict[str, Any]) -> None:
     assert any(before.values()), "the reports found something"
 
 
-def test_reports_read_a_v2_file_before_it_is_upgraded(tmp_path: Path) -> None:
-    """``report`` opens the file read-only: a new exporter must read an old file as it is."""
+def test_a_v2_file_read_before_its_upgrade_answers_or_says_why(tmp_path: Path) -> None:
+    """``report`` opens the file read-only, so it cannot upgrade it: reports over the runs
+    answer, those that need what v3 added say what to do."""
     path = tmp_path / "v2.duckdb"
     build_v2(path)
     store = Store(path, read_only=True)
+    reports = load_reports()
     try:
         assert store.schema_version() == 2
-        assert answers(store.cursor())["usage_monthly"]
+        failures = reports["failure_rate"]
+        assert run_report(store.cursor(), failures, failures.bind({"since": "today-400"})).rows
+        monthly = reports["usage_monthly"]
+        with pytest.raises(ReportError, match="older release: `run` or `collect` upgrades it"):
+            run_report(store.cursor(), monthly, monthly.bind({}))
     finally:
         store.close(checkpoint=False)

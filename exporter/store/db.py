@@ -101,6 +101,15 @@ def connect(
     return conn
 
 
+def schema_version(conn: duckdb.DuckDBPyConnection) -> int:
+    """The database's schema version; 0 for a new file."""
+    try:
+        version = scalar(conn, "SELECT max(version) FROM schema_migrations")
+    except duckdb.CatalogException:
+        return 0
+    return int(version) if version is not None else 0
+
+
 def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> Any:
     """One value, read to the end: a half-read result (fetchone) keeps the cursor busy and its
     transaction open, which blocks a later register() or CHECKPOINT."""

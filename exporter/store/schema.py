@@ -204,10 +204,36 @@ CREATE TABLE store_settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 ALTER TABLE poll_state ADD COLUMN window_start TIMESTAMPTZ;
 """
 
+# Finished runs per day of a calendar, with names: from the daily_usage rollup when the
+# calendar asked for is the one it is kept in (billing.timezone, which reports get as
+# $calendar_tz), else from the runs themselves. DuckDB folds the two conditions when the macro
+# is called with bound parameters, so only one side is ever read: a year of a busy fleet is 100
+# million runs to convert to local days, its rollup a few hundred thousand rows.
+FINISHED_PER_DAY = f"""
+CREATE MACRO finished_per_day(tz, since, until, calendar_tz) AS TABLE
+SELECT coalesce(s.project_name, u.project_id::VARCHAR) AS project,
+       coalesce(s.source_name, u.source_id::VARCHAR) AS source,
+       u.* EXCLUDE (project_id, source_id)
+FROM (
+    SELECT project_id, source_id, day, trigger, status, runs, billable_rows, inserted_rows
+    FROM daily_usage WHERE tz = calendar_tz AND day BETWEEN since AND until
+    UNION ALL
+    SELECT project_id, source_id, CAST(timezone(tz, finished_at) AS DATE), trigger, status, 1,
+           billable_rows, total_inserted_rows
+    FROM events
+    WHERE tz IS DISTINCT FROM calendar_tz AND {finished()}
+      -- local days lie within a day of the same days in UTC: a bound DuckDB's zone maps can
+      -- use, then the exact rule
+      AND finished_at >= since - INTERVAL 1 DAY AND finished_at < until + INTERVAL 2 DAY
+      AND CAST(timezone(tz, finished_at) AS DATE) BETWEEN since AND until
+) u LEFT JOIN sources s USING (project_id, source_id);
+"""
+
 VIEWS = f"""
 CREATE VIEW events AS
 SELECT * FROM events_live UNION ALL SELECT * FROM events_history;
 {_runs_view()}
+{FINISHED_PER_DAY}
 """
 
 

@@ -29,10 +29,10 @@ from exporter.store.db import (
     connect,
     first_line,
     registered,
-    scalar,
     transaction,
     writes,
 )
+from exporter.store.db import schema_version as read_schema_version
 from exporter.store.ingest import WORK_TABLES, PageIn, page_table, write_batch
 from exporter.store.schema import LIVE_MAX_AGE, LIVE_PER_SOURCE, MIGRATIONS
 from exporter.window import Window
@@ -134,8 +134,7 @@ class Store:
         return cur
 
     def schema_version(self) -> int:
-        version = scalar(self._conn, "SELECT max(version) FROM schema_migrations")
-        return int(version) if version is not None else 0
+        return read_schema_version(self._conn)
 
     def _migrate(self) -> None:
         self._conn.execute(

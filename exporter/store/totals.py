@@ -290,6 +290,12 @@ def stored_rollups(conn: duckdb.DuckDBPyConnection) -> Rollups | None:
     return Rollups(tuple(json.loads(rows["duration_buckets"])), rows["timezone"])
 
 
+def calendar_timezone(conn: duckdb.DuckDBPyConnection) -> str | None:
+    """The timezone ``daily_usage`` is kept in; None in a database from before it."""
+    built = stored_rollups(conn)
+    return built.timezone if built else None
+
+
 def _save(conn: duckdb.DuckDBPyConnection, rollups: Rollups) -> None:
     values = (json.dumps(list(rollups.duration_buckets)), rollups.timezone)
     for key, value in zip(SETTINGS_KEYS, values, strict=True):
