@@ -134,10 +134,10 @@ def usage_billing() -> Builder:
             panel(
                 timeseries.Panel,
                 "Billable rows per hour",
-                "Rate of billableRows of finished runs, scaled to rows per hour, by source.",
+                "Rate of billableRows of finished runs, net of later corrections (the _retracted counter), scaled to rows per hour, by source.",
                 "short",
                 query(
-                    f"sum by (project, source) (rate(synthbrew_generation_billable_rows_total{{{SEL}}}[$__rate_interval])) * 3600",
+                    f"(sum by (project, source) (rate(synthbrew_generation_billable_rows_total{{{SEL}}}[$__rate_interval])) - sum by (project, source) (rate(synthbrew_generation_billable_rows_retracted_total{{{SEL}}}[$__rate_interval]))) * 3600",
                     "{{project}}/{{source}}",
                 ),
             )
@@ -146,10 +146,10 @@ def usage_billing() -> Builder:
             panel(
                 timeseries.Panel,
                 "Inserted rows per hour",
-                "Rate of totalInsertedRows of finished runs, scaled to rows per hour, by source.",
+                "Rate of totalInsertedRows of finished runs, net of later corrections (the _retracted counter), scaled to rows per hour, by source.",
                 "short",
                 query(
-                    f"sum by (project, source) (rate(synthbrew_generation_inserted_rows_total{{{SEL}}}[$__rate_interval])) * 3600",
+                    f"(sum by (project, source) (rate(synthbrew_generation_inserted_rows_total{{{SEL}}}[$__rate_interval])) - sum by (project, source) (rate(synthbrew_generation_inserted_rows_retracted_total{{{SEL}}}[$__rate_interval]))) * 3600",
                     "{{project}}/{{source}}",
                 ),
             )
