@@ -7,7 +7,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -198,9 +198,13 @@ def test_recent_failures(filled: tuple[Sim, Path], run: Callable[..., Any]) -> N
         key=lambda e: e["finishedAt"],
         reverse=True,
     )
-    got = run("recent_failures", limit="3")
+    got = run("recent_failures", limit="3", since="2026-01-01")
     assert [r["id"] for r in got] == [e["id"] for e in failed[:3]]
     assert all(r["error_message"] for r in got)
+    newest = ts(failed[0]["finishedAt"])
+    assert newest is not None
+    since = (newest + timedelta(days=1)).date().isoformat()
+    assert run("recent_failures", since=since) == []
 
 
 def test_queue_wait(filled: tuple[Sim, Path], run: Callable[..., Any]) -> None:
