@@ -1,40 +1,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import duckdb
 import pytest
 
-from exporter.models import GenerationEvent
-from exporter.store import MIGRATIONS, IngestQueue, PageIn, Store, StoreError
-
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-PROJECT, SOURCE = uuid4(), uuid4()
-
-
-def ev(run_id: UUID | None = None, *, minutes: int = 0, **fields: Any) -> GenerationEvent:
-    at = T0 + timedelta(minutes=minutes)
-    base: dict[str, Any] = {
-        "id": str(run_id or uuid4()),
-        "sourceId": str(SOURCE),
-        "projectId": str(PROJECT),
-        "trigger": "populate",
-        "status": "success",
-        "queuedAt": at.isoformat(),
-        "startedAt": at.isoformat(),
-        "finishedAt": (at + timedelta(seconds=30)).isoformat(),
-        "durationMs": 30_000,
-        "totalInsertedRows": 10,
-        "billableRows": 8,
-        "createdAt": at.isoformat(),
-        "updatedAt": (at + timedelta(seconds=30)).isoformat(),
-    }
-    base.update(fields)
-    return GenerationEvent.model_validate(base)
+from exporter.store import MIGRATIONS, IngestQueue, PageIn, Store, StoreError, reads
+from tests.factories import PROJECT, SOURCE, T0
+from tests.factories import run as ev
 
 
 @pytest.fixture
@@ -215,6 +192,9 @@ def test_windows_hold_each_sources_newest_runs_with_fingerprints(store: Store) -
     assert [window.has(e.id) for e in mine] == [False, False, True, True, True], "3 newest"
     assert all(window.unchanged(e.id, e.fingerprint) for e in mine[2:]), "read back exactly"
     assert all(windows[(PROJECT, other)].unchanged(e.id, e.fingerprint) for e in theirs)
+    one_by_one = reads.windows(store.cursor(), 3, sources_per_query=1)
+    assert {k: len(w) for k, w in one_by_one.items()} == {(PROJECT, SOURCE): 3, (PROJECT, other): 2}
+    assert all(one_by_one[(PROJECT, SOURCE)].unchanged(e.id, e.fingerprint) for e in mine[2:])
 
 
 def test_windows_shrink_to_the_page_the_next_poll_asks_for(store: Store) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
@@ -104,18 +104,21 @@ _FINGERPRINT = ", ".join(
 _RUN = f"replace(id::VARCHAR, '-', ''), {_FINGERPRINT}"
 # Each source's newest runs, as many as its next poll asks for: live ones, and for a quiet
 # source whose last window reaches further back than live keeps, the history runs from that
-# window's oldest on (DuckDB reads only the row groups since the earliest such window).
+# window's oldest on. For a batch of sources at a time: the window function holds every
+# candidate row, and a thousand sources' candidates need more than database.memory_limit.
 _WINDOWS = f"""
 WITH limits AS (
     SELECT project_id, source_id, least($n, coalesce(page_limit, $n)) AS keep, window_start
-    FROM poll_state
+    FROM poll_state WHERE source_id IN (SELECT unnest($sources::UUID[]))
 ),
 candidates AS (
     SELECT project_id, source_id, id, queued_at, {_RUN} FROM events_live
+    WHERE source_id IN (SELECT unnest($sources::UUID[]))
     UNION ALL
     SELECT h.project_id, h.source_id, h.id, h.queued_at, {_RUN.replace("id::", "h.id::")}
     FROM events_history h JOIN limits l USING (project_id, source_id)
-    WHERE l.window_start IS NOT NULL AND h.queued_at >= l.window_start
+    -- $oldest, a constant, lets zone maps skip the history no window of the batch reaches
+    WHERE l.window_start IS NOT NULL AND h.queued_at >= l.window_start AND h.queued_at >= $oldest
 )
 SELECT c.project_id::VARCHAR, c.source_id::VARCHAR,
        c.* EXCLUDE (project_id, source_id, id, queued_at)
@@ -125,24 +128,40 @@ QUALIFY row_number() OVER (
 ) <= coalesce(l.keep, $n)
 ORDER BY 1, 2
 """
+# Every source with a window: those polled before, and any with live runs.
+_WINDOW_SOURCES = """
+SELECT source_id, min(window_start) FROM (
+    SELECT source_id, window_start FROM poll_state
+    UNION ALL
+    SELECT DISTINCT source_id, NULL FROM events_live
+) GROUP BY source_id ORDER BY 2 NULLS LAST, 1
+"""
 
 
-def windows(cur: duckdb.DuckDBPyConnection, per_source: int) -> dict[SourceKey, Window]:
+def windows(
+    cur: duckdb.DuckDBPyConnection, per_source: int, sources_per_query: int = 200
+) -> dict[SourceKey, Window]:
     """Each source's newest stored runs: the window a restarted collector compares its first
     pages with.
 
     As many per source as its next poll asks for (its stored ``page_limit``, at most
-    ``per_source``), exactly what the collector keeps between polls. One query, read a chunk
-    at a time and a source at a time, so Python never holds more than one source's rows. Ids
-    come as hex text (``UUID.int`` without building UUIDs); DuckDB hands UHUGEINTs to Python
-    70x slower.
+    ``per_source``), exactly what the collector keeps between polls. Sources are read
+    ``sources_per_query`` at a time, those whose windows reach furthest back together, and
+    rows in chunks, so Python never holds more than one source's rows. Ids come as hex text
+    (``UUID.int`` without building UUIDs); DuckDB hands UHUGEINTs to Python 70x slower.
     """
     out = {}
-    rows = _chunked(cur.execute(_WINDOWS, {"n": per_source}))
-    for (project_id, source_id), group in groupby(rows, itemgetter(0, 1)):
-        out[(UUID(project_id), UUID(source_id))] = Window(
-            (int(row[2], 16), fingerprint(*row[3:])) for row in group
-        )
+    sources = cur.execute(_WINDOW_SOURCES).fetchall()
+    never = datetime.max.replace(tzinfo=UTC)
+    for i in range(0, len(sources), sources_per_query):
+        batch = sources[i : i + sources_per_query]
+        oldest = min((start for _, start in batch if start is not None), default=never)
+        params = {"n": per_source, "sources": [s for s, _ in batch], "oldest": oldest}
+        rows = _chunked(cur.execute(_WINDOWS, params))
+        for (project_id, source_id), group in groupby(rows, itemgetter(0, 1)):
+            out[(UUID(project_id), UUID(source_id))] = Window(
+                (int(row[2], 16), fingerprint(*row[3:])) for row in group
+            )
     return out
 
 
