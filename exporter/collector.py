@@ -320,16 +320,14 @@ class Collector:
     def _observe(self, result: PollResult) -> None:
         self.polls_done += 1
         self.last_results[result.target.key] = result
-        labels = result.target.labels
-        self.stats.polls.labels(*labels, "success" if result.ok else "error").inc()
-        self.stats.poll_duration.labels(*labels).observe(result.duration_seconds)
-        self.stats.source_up.labels(*labels).set(1 if result.ok else 0)
-        if result.reason:
-            self.stats.poll_errors.labels(*labels, result.reason).inc()
-        if result.invalid:
-            self.stats.invalid_events.labels(*labels).inc(result.invalid)
-        if result.possible_gap:
-            self.stats.possible_missed.labels(*labels).inc()
+        self.stats.record_poll(
+            result.target.labels,
+            ok=result.ok,
+            seconds=result.duration_seconds,
+            reason=result.reason,
+            invalid=result.invalid,
+            possible_gap=result.possible_gap,
+        )
 
 
 def _recent(page: EventPage, seconds: float) -> int:

@@ -14,7 +14,8 @@ from exporter.billing import cost, current_month, project_linear
 from exporter.config import BillingConfig
 from exporter.metrics import SourceNames, StoreCollector
 from exporter.store import Rollups, Store
-from tests.test_store import PROJECT, SOURCE, ev
+from tests.factories import PROJECT, SOURCE
+from tests.factories import run as ev
 
 NOV1 = datetime(2026, 11, 1, tzinfo=UTC)
 
