@@ -157,7 +157,7 @@ class ReportsConfig(Section):
 class DatabaseConfig(Section):
     path: Path = Path("synthbrew.duckdb")
     memory_limit: str = Field(
-        "80MB",
+        "48MB",
         pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$",
         description="DuckDB's buffer pool cap; DuckDB's own default is 80% of RAM",
     )

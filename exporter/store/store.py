@@ -66,7 +66,7 @@ class Store:
         path: Path | str,
         *,
         read_only: bool = False,
-        memory_limit: str = "80MB",
+        memory_limit: str = "48MB",
         threads: int = 2,
         rollups: totals.Rollups | None = None,
         live_per_source: int = LIVE_PER_SOURCE,
