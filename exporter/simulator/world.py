@@ -107,8 +107,9 @@ class World:
         period = state.period.total_seconds()
         queued = self.epoch + timedelta(seconds=index * period + rng.uniform(0, period / 2))
         trigger = "regenerate" if rng.random() < src.regenerate_share else "populate"
-        return self._make_spec(
-            state,
+        return make_run(
+            src,
+            self.scenario.seed,
             rng,
             run_id=stable_uuid(self.scenario.seed, state.id, "run", index),
             index=index,
@@ -116,32 +117,6 @@ class World:
             queued_at=queued,
             wait=lognormal(rng, src.queue_wait_seconds) if src.queue_wait_seconds else 0.0,
             duration=lognormal(rng, src.duration_seconds),
-        )
-
-    def _make_spec(
-        self,
-        state: SourceState,
-        rng: random.Random,
-        *,
-        run_id: UUID,
-        index: int,
-        trigger: str,
-        queued_at: datetime,
-        wait: float,
-        duration: float,
-        job_id: str | None = None,
-    ) -> RunSpec:
-        return make_run(
-            state.source,
-            self.scenario.seed,
-            rng,
-            run_id=run_id,
-            index=index,
-            trigger=trigger,
-            queued_at=queued_at,
-            wait=wait,
-            duration=duration,
-            job_id=job_id,
         )
 
     def runs(self, state: SourceState, now: datetime, limit: int | None = None) -> list[RunSpec]:
@@ -203,8 +178,9 @@ class World:
             number = len(state.manual)
             rng = random.Random(f"{self.scenario.seed}/{state.id}/manual/{number}")
             inline = state.source.execution_mode == "inline"
-            spec = self._make_spec(
-                state,
+            spec = make_run(
+                state.source,
+                self.scenario.seed,
                 rng,
                 run_id=stable_uuid(self.scenario.seed, state.id, "manual", number),
                 index=number,
