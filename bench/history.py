@@ -9,7 +9,9 @@ later runs) with 1,000 sources' worth of runs over a year (``bench.history_data`
 opened by ``synthbrew-exporter run`` with default settings — every source polled every 60 s —
 against the simulator in its own process, for ``--minutes`` after ``/readyz``. The same is done
 first on an empty database, in the same invocation: that is the baseline each size is judged
-against. Prints one row per size; writes ``bench/history.json``.
+against. Prints one row per size; writes ``bench/history.json``. The upsert rate is the store
+alone writing new runs; the backfill rate the same for never-seen runs older than history's
+newest (a first poll after a long outage), which must be looked for in history first.
 
 Targets at 100,000,000 runs: no failed polls; peak RSS <= 300 MB and within 15 % of the empty
 database's; store seconds per /metrics refresh <= 2x the empty database's; upsert rate >= 80 %
@@ -87,6 +89,7 @@ class Measured:
     polls_ok: int = 0
     polls_failed: int = 0
     upsert_events_per_second: float = 0.0
+    backfill_events_per_second: float = 0.0
     write_seconds_per_minute: float = 0.0
     cpu_seconds_per_minute: float = 0.0
     rss_mb: float = 0.0
@@ -166,28 +169,47 @@ def measure(runs: int, world: World, workdir: Path, minutes: float) -> Measured:
     out.file_mb = round(db.stat().st_size / 1e6, 1)
     stored = runs + out.live_runs
     out.bytes_per_run = round(db.stat().st_size / stored, 1) if stored else 0.0
-    out.upsert_events_per_second = upsert_rate(db, world)
+    out.upsert_events_per_second, out.backfill_events_per_second = upsert_rates(db, world)
     db.unlink()
     return out
 
 
-def upsert_rate(db: Path, world: World, sources: int = 200) -> float:
-    """New runs written into this database, 64 pages of 200 per transaction as the exporter's
-    ingest queue batches a burst: events per second of the store alone."""
-    pages = []
+_TIMES = ("queued_at", "started_at", "finished_at", "created_at", "updated_at")
+
+
+def upsert_rates(db: Path, world: World, sources: int = 200) -> tuple[float, float]:
+    """Events per second of the store alone writing runs it has never seen, 64 pages of 200 per
+    transaction as the exporter's ingest queue batches a burst: ``new`` runs, queued after
+    everything stored (what polling writes), and ``backfill``: the same pages at their own times,
+    days back for a quiet source, so older than the newest run in history, where each batch must
+    look for its runs in history first."""
+    at = datetime.now(UTC)
+    backfill, new = [], []
     for state in list(world.sources.values())[:sources]:
         events = parse_event_page(json.dumps(world.page(state, 200))).events
-        fresh = [e.model_copy(update={"id": uuid4()}) for e in events]
-        pages.append(PageIn(state.project.id, state.id, fresh))  # type: ignore[arg-type]
+        key = (state.project.id, state.id)
+        backfill.append(PageIn(*key, [e.model_copy(update={"id": uuid4()}) for e in events]))  # type: ignore[arg-type]
+        newest = max(e.queued_at for e in events)
+        fresh = [
+            e.model_copy(
+                update={"id": uuid4()}
+                | {t: getattr(e, t) + (at - newest) for t in _TIMES if getattr(e, t) is not None}
+            )
+            for e in events
+        ]
+        new.append(PageIn(*key, fresh))  # type: ignore[arg-type]
     store = Store(db)
     try:
-        started = time.perf_counter()
-        for i in range(0, len(pages), 64):
-            store.ingest(pages[i : i + 64], now=datetime.now(UTC), stale_after=timedelta(hours=1))
-        elapsed = time.perf_counter() - started
+        return _write_rate(store, new), _write_rate(store, backfill)
     finally:
         store.close()
-    return round(sum(len(p.events) for p in pages) / elapsed)
+
+
+def _write_rate(store: Store, pages: list[PageIn]) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(pages), 64):
+        store.ingest(pages[i : i + 64], now=datetime.now(UTC), stale_after=timedelta(hours=1))
+    return round(sum(len(p.events) for p in pages) / (time.perf_counter() - started))
 
 
 def _until_ready(url: str, proc: subprocess.Popen[bytes], started: float) -> float:
@@ -244,7 +266,8 @@ def table(rows: list[Measured]) -> str:
     base = rows[0]
     header = (
         f"{'stored runs':>13} {'ready s':>8} {'peak RSS MB':>12} {'store s/refresh':>16}"
-        f" {'polls ok/failed':>16} {'upsert ev/s':>12} {'CPU s/min':>10} {'file MB':>9}"
+        f" {'polls ok/failed':>16} {'upsert ev/s':>12} {'backfill ev/s':>14} {'CPU s/min':>10}"
+        f" {'file MB':>9}"
         f" {'B/run':>6} {'slowest report':>30}"
     )
     lines = [header]
@@ -262,7 +285,8 @@ def table(rows: list[Measured]) -> str:
         lines.append(
             f"{m.runs:>13,} {m.ready_seconds:>8} {m.peak_rss_mb:>12} {m.store_refresh_seconds:>16}"
             f" {f'{m.polls_ok}/{m.polls_failed}':>16} {m.upsert_events_per_second:>12,.0f}"
-            f" {m.cpu_seconds_per_minute:>10.1f} {m.file_mb:>9} {m.bytes_per_run:>6}"
+            f" {m.backfill_events_per_second:>14,.0f} {m.cpu_seconds_per_minute:>10.1f}"
+            f" {m.file_mb:>9} {m.bytes_per_run:>6}"
             f" {f'{slowest} {m.reports_ms[slowest]:.0f} ms':>30}{vs}"
         )
     lines.append("")
