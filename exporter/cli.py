@@ -2,6 +2,9 @@
 
 The cli only parses arguments, turns known failures into exit codes and messages, and hands over
 to the modules that do the work. Exit codes: 0 ok, 1 the work failed, 2 bad usage or config.
+It is longer than the other modules only because it declares every subcommand's arguments and
+messages in one place, which is where a user's view of the command line is read; no work is
+done here.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The exporter's YAML configuration: loading, ``${VAR}`` expansion, env overrides, validation.
 
 Every way a config can be wrong ends in one :class:`ConfigError` whose message names the key, so
-the command line can print it and exit 2 without a traceback.
+the command line can print it and exit 2 without a traceback. Every config key is declared
+here, with its default, bounds and description, so that one file is the reference for all of
+them; that, not logic, is its length.
 """
 
 from __future__ import annotations

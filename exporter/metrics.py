@@ -13,30 +13,25 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
-from itertools import groupby
-from typing import cast
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
 
 from exporter.billing import Month, cost, current_month, project_linear
 from exporter.config import BillingConfig
+from exporter.duration_histogram import DurationHistogram
 from exporter.models import IN_FLIGHT_STATUSES
 from exporter.store import Store
 from exporter.store import reads as store_reads
-from exporter.store import totals as store_totals
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +90,12 @@ class StoreCollector(Collector):
         zone = ZoneInfo(self.store.rollups.timezone)
         first, end = (day.astimezone(zone).date() for day in (month.start, month.end))
         return _Reading(
-            runs=store_totals.run_totals(cur),
-            rows=store_totals.row_totals(cur),
+            runs=store_reads.run_totals(cur),
+            rows=store_reads.row_totals(cur),
             in_progress=store_reads.in_progress(cur),
             stale=store_reads.stale_runs(cur),
-            last_finished=store_totals.last_finished(cur),
-            billable=store_totals.billable_between(cur, first, end),
+            last_finished=store_reads.last_finished(cur),
+            billable=store_reads.billable_between(cur, first, end),
             memory=store_reads.duckdb_memory(cur),
             sizes=store_reads.table_sizes(cur),
             seconds=time.perf_counter() - started,
@@ -202,7 +197,7 @@ class StoreCollector(Collector):
             labels = self._labels(total.source)
             if labels is not None and total.duration_count:
                 series.append(([*labels, total.trigger, total.status], total))
-        return _LazyHistogram(
+        return DurationHistogram(
             "synthbrew_generation_duration_seconds",
             "Duration of finished generation runs (durationMs), in seconds; a run is observed"
             " each time it enters a finished trigger and status with a duration.",
@@ -372,8 +367,8 @@ class StoreCollector(Collector):
 
 @dataclass(frozen=True)
 class _Reading:
-    runs: list[store_totals.RunTotal]
-    rows: list[store_totals.RowTotal]
+    runs: list[store_reads.RunTotal]
+    rows: list[store_reads.RowTotal]
     in_progress: dict[tuple[tuple[UUID, UUID], str], int]
     stale: dict[tuple[UUID, UUID], int]
     last_finished: dict[tuple[tuple[UUID, UUID], str], datetime]
@@ -381,60 +376,3 @@ class _Reading:
     memory: dict[str, int]
     sizes: dict[str, int]
     seconds: float
-
-
-class _LazyHistogram(HistogramMetricFamily):
-    """The duration histogram, its samples made as an encoder reads them (again for each).
-
-    With a thousand sources it is ~110,000 samples; as objects all at once, ~70 MB."""
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labels: Sequence[str],
-        bounds: Sequence[float],
-        series: Sequence[tuple[list[str], store_totals.RunTotal]],
-    ) -> None:
-        super().__init__(name, documentation, labels=labels)
-        self._bounds = [_le(b) for b in bounds]
-        self._series = series
-        self.samples = cast(list[Sample], _Again(self._samples))
-
-    def _samples(self) -> Iterator[Sample]:
-        for _, _, make in self.groups():
-            yield from make()
-
-    def groups(self) -> Iterator[tuple[tuple[str, str], int, Callable[[], list[Sample]]]]:
-        """The series of each source (they come sorted by source), for the renderer's cache."""
-        for owner, series in groupby(self._series, key=lambda s: (s[0][0], s[0][1])):
-            mine = list(series)
-            digest = hash((tuple(self._bounds), *((tuple(names), t) for names, t in mine)))
-            yield owner, digest, partial(self._make, mine)
-
-    def _make(self, series: list[tuple[list[str], store_totals.RunTotal]]) -> list[Sample]:
-        one = HistogramMetricFamily(self.name, "", labels=self._labelnames)
-        for labels, total in series:
-            one.add_metric(
-                labels,
-                buckets=[
-                    *zip(self._bounds, total.duration_buckets, strict=True),
-                    ("+Inf", total.duration_count),
-                ],
-                sum_value=total.duration_sum_seconds,
-            )
-        return one.samples
-
-
-class _Again:
-    """An iterable that starts over each time it is iterated."""
-
-    def __init__(self, make: Callable[[], Iterator[Sample]]) -> None:
-        self._make = make
-
-    def __iter__(self) -> Iterator[Sample]:
-        return self._make()
-
-
-def _le(bound: float) -> str:
-    return str(float(bound))

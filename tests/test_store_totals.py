@@ -33,7 +33,6 @@ from exporter.metrics import SourceNames, StoreCollector
 from exporter.models import GenerationEvent
 from exporter.store import PageIn, Rollups, Store
 from exporter.store import reads as store_reads
-from exporter.store import totals as store_totals
 from tests.factories import FINISHED, recount_runs
 from tests.factories import PROJECT as FPROJECT
 from tests.factories import SOURCE as FSOURCE
@@ -296,7 +295,7 @@ class StoreMachine(RuleBasedStateMachine):
     @invariant()
     def totals_follow_the_rule(self) -> None:
         cur = self.store.cursor()
-        runs = {(str(t.source[1]), t.trigger, t.status): t for t in store_totals.run_totals(cur)}
+        runs = {(str(t.source[1]), t.trigger, t.status): t for t in store_reads.run_totals(cur)}
         assert {k: [t.runs, t.runs_retracted] for k, t in runs.items()} == {
             k: v for k, v in self.model.runs.items()
         } | {k: [0, 0] for k in runs.keys() - self.model.runs.keys()}
@@ -313,7 +312,7 @@ class StoreMachine(RuleBasedStateMachine):
                 r.inserted_rows,
                 r.inserted_rows_retracted,
             ]
-            for r in store_totals.row_totals(cur)
+            for r in store_reads.row_totals(cur)
         }
         assert rows == dict(self.model.rows)
 
@@ -321,7 +320,7 @@ class StoreMachine(RuleBasedStateMachine):
     def current_truth_is_a_recount(self) -> None:
         cur = self.store.cursor()
         recount = {(str(k[1]), k[2], k[3]): v for k, v in recount_runs(cur).items()}
-        runs = {(str(t.source[1]), t.trigger, t.status): t for t in store_totals.run_totals(cur)}
+        runs = {(str(t.source[1]), t.trigger, t.status): t for t in store_reads.run_totals(cur)}
         for key, total in runs.items():
             assert total.runs - total.runs_retracted == recount.get(key, (0, 0, 0))[0]
         assert recount.keys() <= runs.keys()
@@ -329,7 +328,7 @@ class StoreMachine(RuleBasedStateMachine):
         for (source, trigger, _), (_, billable, inserted) in recount.items():
             by_trigger[(source, trigger)][0] += billable
             by_trigger[(source, trigger)][1] += inserted
-        for row in store_totals.row_totals(cur):
+        for row in store_reads.row_totals(cur):
             truth = by_trigger.get((str(row.source[1]), row.trigger), [0, 0])
             assert row.billable_rows - row.billable_rows_retracted == truth[0]
             assert row.inserted_rows - row.inserted_rows_retracted == truth[1]
@@ -361,7 +360,7 @@ class StoreMachine(RuleBasedStateMachine):
             f"""SELECT project_id, source_id, status, max(finished_at) FROM events
                 WHERE {FINISHED} AND finished_at IS NOT NULL GROUP BY ALL"""
         ).fetchall()
-        assert store_totals.last_finished(cur) == {((r[0], r[1]), r[2]): r[3] for r in newest}
+        assert store_reads.last_finished(cur) == {((r[0], r[1]), r[2]): r[3] for r in newest}
         in_progress: dict[Any, int] = defaultdict(int)
         for i, copy in self.model.stored.items():
             if copy.in_flight and i not in self.model.stale:

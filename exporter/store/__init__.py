@@ -3,9 +3,9 @@
 - ``schema``: tables, views, migrations, and the run rules in SQL
 - ``db``: opening the file, transactions, errors
 - ``ingest``: writing a batch of pages
-- ``totals``: the running totals /metrics reads
+- ``totals``: keeping the running totals /metrics reads
 - ``history``: moving runs that can no longer change out of the indexed live table
-- ``reads``: poll state, windows, counts and in-flight gauges
+- ``reads``: poll state, windows, the running totals, counts and in-flight gauges
 - ``store``: the ``Store`` that owns the file; ``queue``: batching pages into transactions
 """
 

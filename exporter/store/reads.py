@@ -1,7 +1,7 @@
-"""What the rest of the exporter reads back: poll state, each source's last window, counts and
-the gauges of runs now in flight. Each reads ``events_live`` and small tables only, except
-:func:`windows`, which reaches into history for a source whose last window is older than what
-live keeps (a quiet source), and only as far back as that window starts.
+"""What the rest of the exporter reads back: poll state, each source's last window, the running
+totals, counts and the gauges of runs now in flight. Each reads ``events_live`` and small tables
+only, except :func:`windows`, which reaches into history for a source whose last window is
+older than what live keeps (a quiet source), and only as far back as that window starts.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from uuid import UUID
 import duckdb
 
 from exporter.models import PROGRESS_FIELDS, fingerprint
-from exporter.store.schema import in_flight
+from exporter.store.schema import finished, in_flight
 from exporter.window import Window
 
 SourceKey = tuple[UUID, UUID]
@@ -92,6 +92,78 @@ def stale_runs(cur: duckdb.DuckDBPyConnection) -> dict[SourceKey, int]:
            ) GROUP BY ALL HAVING sum(n) > 0"""
     ).fetchall()
     return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+# The running totals (see ``totals``), as /metrics reads them.
+
+
+@dataclass(frozen=True)
+class RunTotal:
+    source: SourceKey
+    trigger: str
+    status: str
+    runs: int
+    runs_retracted: int
+    duration_count: int
+    duration_sum_seconds: float
+    duration_buckets: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RowTotal:
+    source: SourceKey
+    trigger: str
+    billable_rows: int
+    billable_rows_retracted: int
+    inserted_rows: int
+    inserted_rows_retracted: int
+
+
+def run_totals(cur: duckdb.DuckDBPyConnection) -> list[RunTotal]:
+    rows = cur.execute(
+        """SELECT project_id, source_id, trigger, status, runs, runs_retracted, duration_count,
+                  duration_sum_ms / 1000.0, duration_buckets
+           FROM run_totals ORDER BY ALL"""
+    ).fetchall()
+    return [
+        RunTotal((r[0], r[1]), r[2], r[3], r[4], r[5], r[6], float(r[7]), tuple(r[8])) for r in rows
+    ]
+
+
+def row_totals(cur: duckdb.DuckDBPyConnection) -> list[RowTotal]:
+    rows = cur.execute(
+        """SELECT project_id, source_id, trigger, billable_rows, billable_rows_retracted,
+                  inserted_rows, inserted_rows_retracted
+           FROM row_totals ORDER BY ALL"""
+    ).fetchall()
+    return [RowTotal((r[0], r[1]), r[2], *(int(v) for v in r[3:])) for r in rows]
+
+
+def billable_between(
+    cur: duckdb.DuckDBPyConnection, first_day: Any, end_day: Any
+) -> dict[SourceKey, int]:
+    """Billable rows of runs finished on days ``[first_day, end_day)`` (billing calendar)."""
+    rows = cur.execute(
+        """SELECT project_id, source_id, sum(billable_rows) FROM daily_usage
+           WHERE day >= $first AND day < $end GROUP BY ALL""",
+        {"first": first_day, "end": end_day},
+    ).fetchall()
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+def last_finished(cur: duckdb.DuckDBPyConnection) -> dict[tuple[SourceKey, str], datetime]:
+    """``finishedAt`` of the newest finished run per source and status: live runs, plus the
+    newest kept per key in ``history_stats``."""
+    rows = cur.execute(
+        f"""SELECT project_id, source_id, status, max(newest) FROM (
+                SELECT project_id, source_id, status, max(finished_at) AS newest FROM events_live
+                WHERE {finished()} AND finished_at IS NOT NULL GROUP BY ALL
+                UNION ALL
+                SELECT project_id, source_id, status, last_finished_at FROM history_stats
+                WHERE last_finished_at IS NOT NULL
+            ) GROUP BY ALL"""
+    ).fetchall()
+    return {((r[0], r[1]), r[2]): r[3] for r in rows}
 
 
 # GenerationEvent.fingerprint's parts, as DuckDB can hand them over cheaply: ints, not datetimes.

@@ -28,9 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, NamedTuple
-from uuid import UUID
 
 import duckdb
 import pyarrow as pa
@@ -360,86 +358,9 @@ def _rebucket(conn: duckdb.DuckDBPyConnection, built: Rollups, wanted: Rollups) 
             "buckets": pa.array([m[4] for m in merged], pa.list_(pa.int64())),
         }
     )
-    conn.register("rebucketed", table)
-    try:
+    with registered(conn, rebucketed=table):
         conn.execute(
             """UPDATE run_totals t SET duration_buckets = r.buckets FROM rebucketed r
                 WHERE t.project_id = r.project_id::UUID AND t.source_id = r.source_id::UUID
                   AND t.trigger = r.trigger AND t.status = r.status"""
         )
-    finally:
-        conn.unregister("rebucketed")
-
-
-# --- read by the metrics collectors --------------------------------------------------------------
-
-SourceKey = tuple[UUID, UUID]
-
-
-@dataclass(frozen=True)
-class RunTotal:
-    source: SourceKey
-    trigger: str
-    status: str
-    runs: int
-    runs_retracted: int
-    duration_count: int
-    duration_sum_seconds: float
-    duration_buckets: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class RowTotal:
-    source: SourceKey
-    trigger: str
-    billable_rows: int
-    billable_rows_retracted: int
-    inserted_rows: int
-    inserted_rows_retracted: int
-
-
-def run_totals(cur: duckdb.DuckDBPyConnection) -> list[RunTotal]:
-    rows = cur.execute(
-        """SELECT project_id, source_id, trigger, status, runs, runs_retracted, duration_count,
-                  duration_sum_ms / 1000.0, duration_buckets
-           FROM run_totals ORDER BY ALL"""
-    ).fetchall()
-    return [
-        RunTotal((r[0], r[1]), r[2], r[3], r[4], r[5], r[6], float(r[7]), tuple(r[8])) for r in rows
-    ]
-
-
-def row_totals(cur: duckdb.DuckDBPyConnection) -> list[RowTotal]:
-    rows = cur.execute(
-        """SELECT project_id, source_id, trigger, billable_rows, billable_rows_retracted,
-                  inserted_rows, inserted_rows_retracted
-           FROM row_totals ORDER BY ALL"""
-    ).fetchall()
-    return [RowTotal((r[0], r[1]), r[2], *(int(v) for v in r[3:])) for r in rows]
-
-
-def billable_between(
-    cur: duckdb.DuckDBPyConnection, first_day: Any, end_day: Any
-) -> dict[SourceKey, int]:
-    """Billable rows of runs finished on days ``[first_day, end_day)`` (billing calendar)."""
-    rows = cur.execute(
-        """SELECT project_id, source_id, sum(billable_rows) FROM daily_usage
-           WHERE day >= $first AND day < $end GROUP BY ALL""",
-        {"first": first_day, "end": end_day},
-    ).fetchall()
-    return {(r[0], r[1]): int(r[2]) for r in rows}
-
-
-def last_finished(cur: duckdb.DuckDBPyConnection) -> dict[tuple[SourceKey, str], datetime]:
-    """``finishedAt`` of the newest finished run per source and status: live runs, plus the
-    newest kept per key in ``history_stats``."""
-    rows = cur.execute(
-        f"""SELECT project_id, source_id, status, max(newest) FROM (
-                SELECT project_id, source_id, status, max(finished_at) AS newest FROM events_live
-                WHERE {finished()} AND finished_at IS NOT NULL GROUP BY ALL
-                UNION ALL
-                SELECT project_id, source_id, status, last_finished_at FROM history_stats
-                WHERE last_finished_at IS NOT NULL
-            ) GROUP BY ALL"""
-    ).fetchall()
-    return {((r[0], r[1]), r[2]): r[3] for r in rows}
