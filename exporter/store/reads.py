@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import groupby
+from itertools import chain, groupby, islice
 from operator import itemgetter
 from typing import Any
 from uuid import UUID
@@ -174,10 +174,11 @@ _FINGERPRINT = ", ".join(
     ]
 )
 _RUN = f"replace(id::VARCHAR, '-', ''), {_FINGERPRINT}"
-# Each source's newest runs, as many as its next poll asks for: live ones, and for a quiet
-# source whose last window reaches further back than live keeps, the history runs from that
-# window's oldest on. For a batch of sources at a time: the window function holds every
-# candidate row, and a thousand sources' candidates need more than database.memory_limit.
+# Each source's candidate runs, newest first, with how many its next poll asks for: live ones,
+# and for a quiet source whose last window reaches further back than live keeps, the history
+# runs from that window's oldest on (a few hundred per source). Python keeps the first ``keep``:
+# a window function (QUALIFY row_number()) partitions per thread and alone needs more than a
+# 32MB memory_limit at 100 million stored runs; a sort of the candidates does not.
 _WINDOWS = f"""
 WITH limits AS (
     SELECT project_id, source_id, least($n, coalesce(page_limit, $n)) AS keep, window_start
@@ -192,13 +193,10 @@ candidates AS (
     -- $oldest, a constant, lets zone maps skip the history no window of the batch reaches
     WHERE l.window_start IS NOT NULL AND h.queued_at >= l.window_start AND h.queued_at >= $oldest
 )
-SELECT c.project_id::VARCHAR, c.source_id::VARCHAR,
+SELECT c.project_id::VARCHAR, c.source_id::VARCHAR, coalesce(l.keep, $n),
        c.* EXCLUDE (project_id, source_id, id, queued_at)
 FROM candidates c LEFT JOIN limits l USING (project_id, source_id)
-QUALIFY row_number() OVER (
-    PARTITION BY c.project_id, c.source_id ORDER BY c.queued_at DESC, c.id
-) <= coalesce(l.keep, $n)
-ORDER BY 1, 2
+ORDER BY 1, 2, c.queued_at DESC, c.id
 """
 # Every source with a window: those polled before, and any with live runs.
 _WINDOW_SOURCES = """
@@ -231,8 +229,10 @@ def windows(
         params = {"n": per_source, "sources": [s for s, _ in batch], "oldest": oldest}
         rows = _chunked(cur.execute(_WINDOWS, params))
         for (project_id, source_id), group in groupby(rows, itemgetter(0, 1)):
+            first = next(group)
             out[(UUID(project_id), UUID(source_id))] = Window(
-                (int(row[2], 16), fingerprint(*row[3:])) for row in group
+                (int(row[3], 16), fingerprint(*row[4:]))
+                for row in islice(chain([first], group), first[2])
             )
     return out
 
