@@ -14,6 +14,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 from uuid import UUID
@@ -52,6 +53,7 @@ from exporter.sharding import Shard
 from exporter.simulator import Scenario, SimulatorApp, World, demo_scenario
 from exporter.simulator.serve import serve_simulator
 from exporter.store import DatabaseLocked, StoreError
+from exporter.supervision import TaskDied
 
 CONFIG_HELP = "Config file (default: $SYNTHBREW_EXPORTER_CONFIG)."
 
@@ -115,7 +117,16 @@ def check_config(config_path: Path | None) -> None:
     help="YAML scenario (projects, sources, faults); default: the demo scenario.",
 )
 @click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
-def simulate(listen: str, scenario_path: Path | None, seed: int | None) -> None:
+@click.option(
+    "--frozen-at",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z"]),
+    default=None,
+    help="Start with the clock stopped at this time (e.g. 2026-11-01T14:00:00+0000); it then"
+    " moves only through POST /_sim/clock.",
+)
+def simulate(
+    listen: str, scenario_path: Path | None, seed: int | None, frozen_at: datetime | None
+) -> None:
     """Serve a fake Synthbrew API (both endpoints) for demos and tests."""
     try:
         scenario = Scenario.load(scenario_path) if scenario_path else demo_scenario()
@@ -124,6 +135,8 @@ def simulate(listen: str, scenario_path: Path | None, seed: int | None) -> None:
     if seed is not None:
         scenario = Scenario.model_validate({**scenario.model_dump(), "seed": seed})
     world = World(scenario)
+    if frozen_at is not None:
+        world.clock.set(frozen_at)
     try:
         asyncio.run(serve_simulator(SimulatorApp(world), listen, announce=click.echo))
     except OSError as exc:
@@ -210,13 +223,21 @@ def run(
                 )
             )
             return
-        with config_errors():
+
+        def configured() -> Config:
             config = with_shard(load_config(config_path), shard)
             if listen:
                 config = config.model_copy(
                     update={"server": ServerConfig(listen=listen)}, deep=True
                 )
-        asyncio.run(service.run(config, announce=click.echo))
+            return config
+
+        with config_errors():
+            config = configured()
+        try:
+            asyncio.run(service.run(config, announce=click.echo, reload=configured))
+        except TaskDied as exc:
+            fail(str(exc), code=1)
 
 
 def _report_source(

@@ -191,10 +191,17 @@ class Collector:
         try:
             result = await self._poll(target, plan, started)
         except UpstreamError as exc:
-            log.warning("poll %s failed (%s): %s", target.name, exc.reason, exc)
+            # One line a minute per kind of upstream failure, however many sources share it.
+            log.warning(
+                "poll %s failed (%s): %s",
+                target.name,
+                exc.reason,
+                exc,
+                extra={"repeat_key": f"upstream {exc.reason}"},
+            )
             result = self._failed(target, plan, started, exc.reason, str(exc))
         except StoreError as exc:
-            log.error("poll %s: %s", target.name, exc)
+            log.error("poll %s: %s", target.name, exc, extra={"repeat_key": str(exc)})
             result = self._failed(target, plan, started, "store", str(exc))
         self.plans[target.key] = result.plan
         if not result.ok:
@@ -212,7 +219,12 @@ class Collector:
                 message=result.message or "",
             )
         except StoreError as exc:
-            log.error("poll %s: could not record the outcome: %s", result.target.name, exc)
+            log.error(
+                "poll %s: could not record the outcome: %s",
+                result.target.name,
+                exc,
+                extra={"repeat_key": f"outcome {exc}"},
+            )
 
     def _failed(
         self, target: Target, plan: Plan, started: float, reason: str, message: str

@@ -9,9 +9,12 @@ Only one family is held at a time and only compressed text is kept: measured wit
 series, the previous rendering (every family collected first, both formats kept uncompressed)
 held ~40 MB between refreshes and twice that while rendering.
 
-A refresh happens when the store has changed (after at most ``refresh_seconds``), and at least
-every ``max_age_seconds`` so the exporter's own counters stay current. The exposition is
-therefore at most ``refresh_seconds`` behind the store, which is far below any poll interval.
+A refresh happens when the store has changed or a poll ended (after at most
+``refresh_seconds``), and at least every ``max_age_seconds`` so the process metrics stay current.
+The exposition is therefore at most ``refresh_seconds`` behind the store and the poll counters,
+which is far below any poll interval. A refresh that fails is logged and counted and the last
+rendering is served until one succeeds; ``synthbrew_exporter_last_refresh_timestamp_seconds``
+tells a scraper how old it is, and :meth:`ExpositionCache.stale` tells /readyz.
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
+
+from exporter.supervision import Faults
 
 log = logging.getLogger(__name__)
 _EOF = b"# EOF\n"
@@ -224,6 +230,22 @@ def _key(
     return family.name, owner[0], owner[1], count
 
 
+class RefreshTime(Collector):
+    """When the rendering being served was made: collected while rendering, so its value is the
+    rendering's own time. A scraper sees the age of what it got; an alert fires when it grows."""
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "synthbrew_exporter_last_refresh_timestamp_seconds",
+            "When this /metrics rendering was made, as a Unix timestamp in seconds.",
+        )
+        family.add_metric([], time.time())
+        yield family
+
+
 class ExpositionCache:
     def __init__(
         self,
@@ -232,15 +254,18 @@ class ExpositionCache:
         *,
         refresh_seconds: float,
         max_age_seconds: float = 60.0,
+        faults: Faults | None = None,
     ) -> None:
         self.registry = registry
         self.version = version
         self.refresh_seconds = refresh_seconds
         self.max_age_seconds = max_age_seconds
+        self.faults = faults or Faults()
         self._renderer = Renderer()
         self._snapshot: Snapshot | None = None
         self._rendered_version = -1
         self._lock = threading.Lock()
+        registry.register(RefreshTime())
 
     @property
     def snapshot(self) -> Snapshot:
@@ -254,6 +279,17 @@ class ExpositionCache:
     def rendered_version(self) -> int:
         return self._rendered_version
 
+    def stale(self) -> str | None:
+        """Why the rendering being served is too old to trust, or None: older than a refresh
+        on schedule can explain (``max_age_seconds`` and two turns)."""
+        current = self._snapshot
+        if current is None:
+            return "/metrics has not been rendered yet"
+        age = time.monotonic() - current.rendered_at
+        if age > self.max_age_seconds + 2 * self.refresh_seconds:
+            return f"the /metrics rendering is {age:.0f}s old: refreshing it fails"
+        return None
+
     def refresh(self) -> None:
         version = self.version()
         snap = self._renderer.render(self.registry)
@@ -262,10 +298,14 @@ class ExpositionCache:
         log.debug("rendered /metrics in %.3fs (%d bytes)", snap.seconds, snap.text.size)
 
     async def run(self) -> None:
-        """Re-render when the store changed or the rendering got old; forever."""
+        """Re-render when the store changed or the rendering got old; forever. A failed refresh
+        is logged and counted; the next turn tries again."""
         while True:
             await asyncio.sleep(self.refresh_seconds)
             current = self._snapshot
             stale = current is None or time.monotonic() - current.rendered_at > self.max_age_seconds
             if stale or self.version() != self._rendered_version:
-                await asyncio.to_thread(self.refresh)
+                try:
+                    await asyncio.to_thread(self.refresh)
+                except Exception as exc:
+                    self.faults.failed("exposition", exc, "rendering /metrics failed")

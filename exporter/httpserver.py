@@ -63,6 +63,11 @@ def on_stop_signals(callback: Callable[[], object]) -> None:
         loop.add_signal_handler(sig, callback)
 
 
+def on_reload_signal(callback: Callable[[], object]) -> None:
+    """SIGHUP, as Prometheus and its exporters use it: re-read the configuration."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, callback)
+
+
 class ThreadedServer:
     """A uvicorn server on a daemon thread, for synchronous callers (tests, benchmarks)."""
 

@@ -10,9 +10,14 @@ import atexit
 import logging
 import logging.handlers
 import queue
+import re
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 MASK = "***"
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _SECRETS: set[str] = set()
 
 
@@ -44,6 +49,49 @@ class MaskingFormatter(logging.Formatter):
         return mask(super().format(record))
 
 
+class RepeatFilter(logging.Filter):
+    """A warning or error repeated within ``window_seconds`` is logged once, and the next one
+    after the window says how many were left out: a store that fails every write for 100
+    sources writes one line a minute, not a hundred.
+
+    Records are alike when their ``repeat_key`` (an ``extra`` the caller gives, for messages
+    that differ only by source) or else their message is the same, numbers aside: DuckDB words
+    one out-of-memory error with the sizes of the moment ("(3.7 MiB/3.8 MiB used)").
+    """
+
+    def __init__(
+        self, window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.window_seconds = window_seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[object, tuple[float, int]] = {}  # key -> (last logged at, left out)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        repeat = getattr(record, "repeat_key", None)
+        text = str(repeat) if repeat is not None else record.getMessage()
+        key = (record.name, record.levelno, _NUMBER.sub("#", text))
+        now = self.clock()
+        with self._lock:
+            logged_at, left_out = self._seen.get(key, (-self.window_seconds, 0))
+            if now - logged_at < self.window_seconds:
+                self._seen[key] = (logged_at, left_out + 1)
+                return False
+            self._seen[key] = (now, 0)
+            if len(self._seen) > 10_000:  # bounded, whatever the messages
+                self._seen = {key: (now, 0)}
+        if left_out:
+            record.msg = (
+                f"{record.getMessage()} ... {left_out} more like this"
+                f" in the last {now - logged_at:.0f}s"
+            )
+            record.args = None
+        return True
+
+
 def setup_logging(level: str) -> None:
     """Records go through a queue to a writer thread: a slow or blocked stderr (a full pipe, a
     stalled log shipper) must never stall the event loop that polls and serves."""
@@ -55,7 +103,9 @@ def setup_logging(level: str) -> None:
     listener.start()
     atexit.register(listener.stop)
     root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    queued = logging.handlers.QueueHandler(records)
+    queued.addFilter(RepeatFilter())
+    root.handlers[:] = [queued]
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

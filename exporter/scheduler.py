@@ -19,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from exporter.collector import Collector, Target
+from exporter.supervision import Faults, guarded
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,11 @@ def start_offset(target: Target, interval: float) -> float:
 
 
 class PollScheduler:
-    def __init__(self, collector: Collector, all_targets: Sequence[Target]) -> None:
+    def __init__(
+        self, collector: Collector, all_targets: Sequence[Target], faults: Faults | None = None
+    ) -> None:
         self.collector = collector
+        self.faults = faults or Faults()
         self.targets = list(all_targets)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._in_flight: set[asyncio.Task[object]] = set()
@@ -62,9 +66,16 @@ class PollScheduler:
     def every(
         self, name: str, seconds: float, func: Callable[[], Coroutine[Any, Any, object]]
     ) -> None:
-        """A housekeeping job (e.g. the Parquet export) beside the polls."""
+        """A housekeeping job (e.g. the Parquet export) beside the polls; a failed turn is
+        logged and counted under task ``name``, and the next turn comes on schedule."""
+
+        # A coroutine function: APScheduler awaits only those (a lambda returning a coroutine
+        # would be called on a worker thread and its coroutine never run).
+        async def turn() -> None:
+            await guarded(func(), self.faults, name, f"{name} failed")
+
         self._scheduler.add_job(
-            func,
+            turn,
             trigger=IntervalTrigger(seconds=seconds, timezone=UTC),
             id=name,
             name=name,
@@ -91,6 +102,11 @@ class PollScheduler:
         except asyncio.CancelledError:
             # APScheduler cancels running jobs when it shuts down. The poll itself is shielded
             # and stop() waits for it, so only this wrapper ends, quietly.
+            return
+        except Exception as exc:
+            # Upstream and store failures are a poll's outcome; anything else is a bug, which
+            # must not stop this source's schedule.
+            self.faults.failed("poll", exc, f"poll {target.name}")
             return
         finally:
             self.polled.add(target.key)

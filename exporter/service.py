@@ -14,19 +14,22 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import duckdb
 from prometheus_client import CollectorRegistry
 
 from exporter.client import SynthbrewClient
 from exporter.collector import Collector, PollResult, Target, collect_once, targets
-from exporter.config import Config
+from exporter.config import Config, ConfigError
 from exporter.export import ExportResult, export_parquet
 from exporter.exposition import ExpositionCache
-from exporter.httpserver import address, bind, make_server, on_stop_signals
-from exporter.metrics import SourceNames, StoreCollector
+from exporter.httpserver import address, bind, make_server, on_reload_signal, on_stop_signals
+from exporter.metrics import SourceNames, store_metrics
 from exporter.reports import Report, ReportError, ReportResult, load_reports, run_report
 from exporter.scheduler import PollScheduler
 from exporter.selfmetrics import ExporterStats
-from exporter.store import IngestQueue, Rollups, Store
+from exporter.store import IngestQueue, Rollups, Store, StoreError
+from exporter.store.db import first_line
+from exporter.supervision import Faults, until_stopped
 from exporter.web import SourceStatus, build_app
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ class Exporter:
     stats: ExporterStats
     targets: Sequence[Target]
     writer: IngestQueue
+    faults: Faults
     scheduler: PollScheduler | None = field(default=None)
     exposition: ExpositionCache | None = field(default=None)
     _ready_at_version: int | None = field(default=None)
@@ -73,21 +77,38 @@ class Exporter:
                 return {"ok": result.ok, "received": result.received, "new": result.new}
         raise KeyError(f"{project}/{source}")
 
-    def ready(self) -> bool:
-        """Every source polled once, and /metrics already shows what those polls stored."""
+    def readiness(self) -> str | None:
+        """Why the exporter is not ready, or None: every source polled once and /metrics
+        showing what those polls stored, the store taking writes, the rendering fresh."""
         if self.scheduler is None or self.exposition is None or not self.scheduler.all_polled:
-            return False
+            return "waiting for every source's first poll"
         if self._ready_at_version is None:
             self._ready_at_version = self.version()
-        return self.exposition.rendered_version() >= self._ready_at_version
+        if self.exposition.rendered_version() < self._ready_at_version:
+            return "waiting for /metrics to show the first polls"
+        failing = self.store.health
+        if failing.failing_since is not None:
+            return f"the store cannot be written: {failing.last_error}"
+        return self.exposition.stale()
+
+    def store_problem(self) -> str | None:
+        """The store's last write error while writes fail, for the landing page."""
+        health = self.store.health
+        return health.last_error if health.failing_since is not None else None
 
     def sources(self) -> list[SourceStatus]:
-        """What the landing page shows; called on a worker thread (it reads the store)."""
-        states = self.store.poll_states()
-        counts = self.store.event_counts()
+        """What the landing page shows; called on a worker thread (it reads the store). The
+        outcome of the last poll is this process's own (the store may be what failed); the
+        database only fills in what this process has not seen, and is skipped if unreadable."""
+        try:
+            states, counts = self.store.poll_states(), self.store.event_counts()
+        except (StoreError, duckdb.Error) as exc:
+            log.debug("landing page without the store: %s", exc)
+            states, counts = {}, {}
         out = []
         for t in self.targets:
             state = states.get(t.key)
+            last = self.collector.last_results.get(t.key)
             plan = self.collector.plan(t)
             out.append(
                 SourceStatus(
@@ -96,8 +117,15 @@ class Exporter:
                     project_id=str(t.project.id),
                     source_id=str(t.source.id),
                     last_poll_at=state.last_poll_at if state else None,
-                    outcome=state.last_outcome if state else None,
-                    error_reason=state.last_error_reason if state else None,
+                    outcome=("success" if last.ok else "error")
+                    if last
+                    else (state.last_outcome if state else None),
+                    error_reason=last.reason
+                    if last
+                    else (state.last_error_reason if state else None),
+                    error_message=last.message
+                    if last
+                    else (state.last_error_message if state else None),
                     events_stored=counts.get(t.key, 0),
                     interval_seconds=plan.interval_seconds,
                     page_limit=plan.limit,
@@ -128,9 +156,11 @@ async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
     try:
         registry = CollectorRegistry()
         stats = ExporterStats(registry)
+        faults = Faults()
+        registry.register(faults)
         all_targets = targets(config)
         names = {t.key: SourceNames(*t.labels) for t in all_targets}
-        registry.register(StoreCollector(store, names, config.billing))
+        registry.register(store_metrics(store, names, config.billing, faults))
         await store.call(
             store.sync_sources, [(t.project.id, t.source.id, *t.labels) for t in all_targets]
         )
@@ -141,7 +171,7 @@ async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
             _settle_gc()
             try:
                 yield Exporter(
-                    config, store, client, collector, registry, stats, all_targets, writer
+                    config, store, client, collector, registry, stats, all_targets, writer, faults
                 )
             finally:
                 await writer.aclose()
@@ -159,18 +189,33 @@ async def run(
     config: Config,
     stop: asyncio.Event | None = None,
     announce: Callable[[str], object] = lambda _: None,
+    reload: Callable[[], Config] | None = None,
 ) -> None:
-    """Poll on schedule and serve HTTP until SIGINT/SIGTERM (or ``stop``), then shut down."""
+    """Poll on schedule and serve HTTP until SIGINT/SIGTERM (or ``stop``), then shut down.
+    SIGHUP applies ``reload()``'s ``database.memory_limit``. Raises TaskDied when work the
+    exporter cannot do without has stopped."""
     stop = stop or asyncio.Event()
     on_stop_signals(stop.set)
     sock = bind(config.server.listen)
     try:
         async with open_exporter(config) as exporter:
+            reloads: set[asyncio.Task[None]] = set()  # held until done: the loop keeps weak refs
+            if reload is not None:
+
+                def on_hup(reload: Callable[[], Config] = reload) -> None:
+                    task = asyncio.create_task(_reload(exporter, reload), name="reload")
+                    reloads.add(task)
+                    task.add_done_callback(reloads.discard)
+
+                on_reload_signal(on_hup)
             exporter.stats.watch_loop(asyncio.get_running_loop())
             server = config.server
             tls = server.tls_server_config
             exporter.exposition = ExpositionCache(
-                exporter.registry, exporter.version, refresh_seconds=config.metrics.refresh_seconds
+                exporter.registry,
+                exporter.version,
+                refresh_seconds=config.metrics.refresh_seconds,
+                faults=exporter.faults,
             )
             await asyncio.to_thread(exporter.exposition.refresh)
             refresher = asyncio.create_task(exporter.exposition.run(), name="exposition")
@@ -184,22 +229,61 @@ async def run(
             url = f"{'https' if tls else 'http'}://{address(sock)}"
             announce(f"exporter:   {url}/  (metrics: {url}/metrics, ready: {url}/readyz)")
             announce(f"reports:    synthbrew-exporter report --url {url}")
-            exporter.scheduler = PollScheduler(exporter.collector, exporter.targets)
+            exporter.scheduler = PollScheduler(
+                exporter.collector, exporter.targets, exporter.faults
+            )
             export = config.export
             if export.path is not None and export.interval_seconds is not None:
                 exporter.scheduler.every(
                     "export", export.interval_seconds, lambda: asyncio.to_thread(exporter.export)
                 )
             exporter.scheduler.start()
-            await stop.wait()
-            log.info("stopping: no new polls")
-            abandoned = await exporter.scheduler.stop(config.collector.shutdown_grace_seconds)
-            if abandoned:
-                log.warning("%d poll(s) did not finish within the grace period", abandoned)
-            web.should_exit = True
-            await web_task
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
+            try:
+                await until_stopped(stop, [refresher, web_task, exporter.writer.start()])
+            finally:
+                log.info("stopping: no new polls")
+                abandoned = await exporter.scheduler.stop(config.collector.shutdown_grace_seconds)
+                if abandoned:
+                    log.warning("%d poll(s) did not finish within the grace period", abandoned)
+                web.should_exit = True
+                refresher.cancel()
+                await asyncio.gather(web_task, refresher, return_exceptions=True)
     finally:
         sock.close()
     log.info("stopped cleanly")
+
+
+async def _reload(exporter: Exporter, reload: Callable[[], Config]) -> None:
+    """Re-read the config on SIGHUP: ``database.memory_limit`` takes effect at once; any other
+    change is named, and needs a restart."""
+    try:
+        new = reload()
+    except ConfigError as exc:
+        log.error("config not reloaded, the running one stays: %s", exc)
+        return
+    old = exporter.config
+    limit = new.database.memory_limit
+    if limit != old.database.memory_limit:
+        try:
+            await asyncio.to_thread(exporter.store.set_memory_limit, limit)
+        except duckdb.Error as exc:
+            # e.g. below what DuckDB holds right now and cannot free
+            log.error(
+                "database.memory_limit stays %s: %s", old.database.memory_limit, first_line(exc)
+            )
+            limit = old.database.memory_limit
+        else:
+            log.info("database.memory_limit: %s -> %s", old.database.memory_limit, limit)
+    before = old.model_dump(mode="json", exclude={"database": {"memory_limit"}})
+    after = new.model_dump(mode="json", exclude={"database": {"memory_limit"}})
+    changed = sorted(
+        f"{section}.{key}" if isinstance(value, dict) else section
+        for section, value in after.items()
+        for key in (value if isinstance(value, dict) else [None])
+        if (before[section].get(key) if isinstance(value, dict) else before[section])
+        != (value[key] if isinstance(value, dict) else value)
+    )
+    if changed:
+        log.warning("changed in the config, applied at the next restart: %s", ", ".join(changed))
+    memory = old.database.model_copy(update={"memory_limit": limit})
+    exporter.config = old.model_copy(update={"database": memory})

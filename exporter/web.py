@@ -42,13 +42,16 @@ class SourceStatus:
     last_poll_at: datetime | None
     outcome: str | None
     error_reason: str | None
+    error_message: str | None
     events_stored: int
     interval_seconds: float
     page_limit: int
 
 
 class Status(Protocol):
-    def ready(self) -> bool: ...
+    def readiness(self) -> str | None: ...
+
+    def store_problem(self) -> str | None: ...
 
     def sources(self) -> Sequence[SourceStatus]: ...
 
@@ -136,16 +139,14 @@ def build_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        if status.ready():
+        reason = status.readiness()
+        if reason is None:
             return JSONResponse({"status": "ready"})
-        return JSONResponse(
-            {"status": "not ready", "detail": "waiting for every source's first poll"},
-            status_code=503,
-        )
+        return JSONResponse({"status": "not ready", "detail": reason}, status_code=503)
 
     async def landing(request: Request) -> Response:
         sources = await run_in_threadpool(status.sources)
-        return HTMLResponse(render_landing(sources))
+        return HTMLResponse(render_landing(sources, status.store_problem()))
 
     async def list_reports(request: Request) -> Response:
         assert api is not None
@@ -207,15 +208,20 @@ def build_app(
     return Starlette(routes=routes, middleware=middleware)
 
 
-def render_landing(sources: Sequence[SourceStatus]) -> str:
+def render_landing(sources: Sequence[SourceStatus], store_problem: str | None = None) -> str:
     e = html.escape
+    banner = (
+        f"<p class='error' role='alert'>The database cannot be written: {e(store_problem)}</p>"
+        if store_problem
+        else ""
+    )
     rows = "\n".join(
         "<tr>"
         f"<td>{e(s.project)}</td><td>{e(s.source)}</td>"
         f"<td><code>{e(s.source_id)}</code></td>"
         f"<td>{e(s.last_poll_at.isoformat(timespec='seconds')) if s.last_poll_at else 'never'}</td>"
         f"<td class='{e(s.outcome or 'none')}'>{e(s.outcome or '-')}</td>"
-        f"<td>{e(s.error_reason or '')}</td>"
+        f"<td>{e(s.error_reason or '')}</td><td>{e(s.error_message or '')}</td>"
         f"<td>{s.events_stored}</td><td>{s.interval_seconds:g}s</td><td>{s.page_limit}</td>"
         "</tr>"
         for s in sources
@@ -232,9 +238,10 @@ td, th {{ padding: .3rem .7rem; border-bottom: 1px solid #ddd; }}
 <h1>synthbrew-exporter</h1>
 <p>Version {e(__version__)} &middot; <a href="/metrics">/metrics</a> &middot;
 <a href="/healthz">/healthz</a> &middot; <a href="/readyz">/readyz</a></p>
+{banner}
 <table>
 <thead><tr><th>project</th><th>source</th><th>source id</th><th>last poll</th><th>outcome</th>
-<th>error</th><th>events stored</th><th>interval</th><th>page size</th></tr></thead>
+<th>error</th><th>message</th><th>events stored</th><th>interval</th><th>page size</th></tr></thead>
 <tbody>
 {rows}
 </tbody></table>

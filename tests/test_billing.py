@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.billing import cost, current_month, project_linear
 from exporter.config import BillingConfig
-from exporter.metrics import SourceNames, StoreCollector
+from exporter.metrics import SourceNames, store_metrics
 from exporter.store import Rollups, Store
 from tests.factories import PROJECT, SOURCE
 from tests.factories import run as ev
@@ -62,7 +62,7 @@ def gauges(store: Store, now: datetime, billing: BillingConfig) -> CollectorRegi
     assert store.rollups.timezone == billing.timezone, "the store keeps usage by its calendar"
     registry = CollectorRegistry()
     names = {(PROJECT, SOURCE): SourceNames("shop", "orders")}
-    registry.register(StoreCollector(store, names, billing, now=lambda: now))
+    registry.register(store_metrics(store, names, billing, now=lambda: now))
     return registry
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +15,8 @@ from prometheus_client.registry import Collector
 
 from exporter import exposition
 from exporter.exposition import Renderer
+from exporter.supervision import Faults
+from tests.conftest import eventually
 
 
 class Changing(Collector):
@@ -93,3 +97,56 @@ def test_only_changed_sources_are_encoded_again(monkeypatch: pytest.MonkeyPatch)
     source.runs[("shop", "orders")] = 9.0
     renderer.render(registry)
     assert encoded == ["demo_runs", "demo_duration_seconds"], "one source of two families"
+
+
+class Flaky(Collector):
+    """A collector outside any isolation: its failure fails the whole refresh."""
+
+    def __init__(self) -> None:
+        self.broken = False
+        self.value = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        if self.broken:
+            raise RuntimeError("encoder bug")
+        family = GaugeMetricFamily("demo_value", "A value.")
+        family.add_metric([], self.value)
+        yield family
+
+
+async def test_a_failed_refresh_is_counted_the_last_rendering_served_and_recovered() -> None:
+    registry = CollectorRegistry()
+    flaky = Flaky()
+    registry.register(flaky)
+    version = [0]
+    faults = Faults()
+    cache = exposition.ExpositionCache(
+        registry, lambda: version[0], refresh_seconds=0.02, max_age_seconds=0.05, faults=faults
+    )
+    cache.refresh()
+    good = cache.snapshot
+    assert cache.stale() is None
+    flaky.broken = True
+    version[0] += 1
+    task = asyncio.create_task(cache.run())
+    try:
+        await eventually(lambda: faults.counts["exposition"] >= 3, within=5)
+        assert cache.snapshot is good, "the last good rendering is still served"
+        await eventually(lambda: cache.stale() is not None, within=5)
+        assert "the /metrics rendering is" in (cache.stale() or "")
+        assert not task.done(), "the refresh task goes on after failures"
+        flaky.broken, flaky.value = False, 5.0
+        await eventually(lambda: b"demo_value 5.0" in cache.snapshot.text.body, within=5)
+        assert cache.stale() is None
+    finally:
+        task.cancel()
+
+
+def test_the_rendering_says_when_it_was_made() -> None:
+    registry = CollectorRegistry()
+    cache = exposition.ExpositionCache(registry, lambda: 0, refresh_seconds=1)
+    before = time.time()
+    cache.refresh()
+    body = cache.snapshot.text.body.decode()
+    line = next(x for x in body.splitlines() if x.startswith("synthbrew_exporter_last_refresh"))
+    assert before <= float(line.split()[1]) <= time.time()

@@ -10,7 +10,7 @@ from uuid import uuid4
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.metrics import SourceNames, StoreCollector
+from exporter.metrics import SourceNames, store_metrics
 from exporter.store import Rollups, Store
 from tests.test_store import PROJECT, SOURCE, T0, ev
 
@@ -28,7 +28,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def registry_for(store: Store) -> CollectorRegistry:
     registry = CollectorRegistry()
     names = {(PROJECT, SOURCE): SourceNames("shop", "orders")}
-    registry.register(StoreCollector(store, names))
+    registry.register(store_metrics(store, names))
     return registry
 
 
@@ -151,3 +151,37 @@ def test_empty_store_still_exposes_gauges(store: Store) -> None:
     r = registry_for(store)
     assert value(r, "synthbrew_generation_in_progress", status="active") == 0
     assert value(r, "synthbrew_generation_runs_total", trigger="populate", status="success") is None
+
+
+def test_a_failing_collector_is_left_out_and_the_others_are_served(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    fill(store)
+    registry = registry_for(store)
+    healthy = generate_latest(registry).decode()
+    # The billing rollup disappears under the running collector (as an out-of-memory query
+    # or an unreadable table would make it fail), then comes back.
+    store.cursor().execute("ALTER TABLE daily_usage RENAME TO daily_usage_away")
+    broken = generate_latest(registry).decode()
+    success = "synthbrew_exporter_scrape_collector_success"
+    assert registry.get_sample_value(success, {"collector": "billing"}) == 0
+    for other in ("runs", "rows", "in_progress", "last_finished", "source_info", "store_tables"):
+        assert registry.get_sample_value(success, {"collector": other}) == 1, other
+    assert "synthbrew_billable_rows_month_to_date" not in broken
+    assert "synthbrew_billable_rows_month_to_date" in healthy
+
+    def series(text: str) -> set[str]:
+        return {
+            line
+            for line in text.splitlines()
+            if not line.startswith(("synthbrew_billable", "synthbrew_exporter_", "#"))
+        }
+
+    assert series(broken) == series(healthy), "every other family is served unchanged"
+    assert any(
+        "metric collector billing failed: CatalogException" in r.getMessage()
+        for r in caplog.records
+    )
+    store.cursor().execute("ALTER TABLE daily_usage_away RENAME TO daily_usage")
+    assert registry.get_sample_value(success, {"collector": "billing"}) == 1
+    assert generate_latest(registry).decode().count("synthbrew_billable_rows_month_to_date") > 0

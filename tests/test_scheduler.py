@@ -6,9 +6,12 @@ from pathlib import Path
 from statistics import pstdev
 from uuid import uuid4
 
+import pytest
+
 from exporter.collector import Target, targets
 from exporter.config import ProjectConfig, SourceConfig
 from exporter.scheduler import PollScheduler, start_offset
+from exporter.supervision import Faults
 from tests.conftest import Sim, eventually, make_scenario
 from tests.test_collector import running, stored, truth
 
@@ -87,3 +90,43 @@ async def test_housekeeping_jobs_run_beside_the_polls(sim: Sim, tmp_path: Path) 
         await eventually(lambda: len(runs) >= 2)
         await scheduler.stop(1)
     assert runs[1] > runs[0]
+
+
+async def test_a_failing_housekeeping_job_is_counted_and_runs_again(
+    sim: Sim, tmp_path: Path
+) -> None:
+    turns: list[int] = []
+
+    async def job() -> None:
+        turns.append(len(turns))
+        raise OSError(28, "No space left on device")
+
+    async with running(sim, tmp_path / "x.duckdb") as (c, _, _):
+        faults = Faults()
+        scheduler = PollScheduler(c, [], faults)
+        scheduler.every("export", 0.1, job)
+        scheduler.start()
+        await eventually(lambda: len(turns) >= 3)
+        await scheduler.stop(1)
+    assert faults.counts["export"] >= 3
+
+
+async def test_a_poll_that_raises_unexpectedly_keeps_its_schedule(
+    sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(sim, tmp_path / "x.duckdb") as (c, _, _):
+        t = targets(sim.config())[0]
+        calls: list[object] = []
+
+        async def broken(target: Target) -> object:
+            calls.append(target)
+            raise KeyError("a bug")
+
+        monkeypatch.setattr(c, "poll", broken)
+        faults = Faults()
+        scheduler = PollScheduler(c, [t], faults)
+        scheduler.start()
+        await eventually(lambda: len(calls) >= 1)
+        await scheduler.stop(1)
+    assert faults.counts["poll"] == len(calls) >= 1
+    assert scheduler.all_polled

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.billing import current_month
 from exporter.config import BillingConfig
-from exporter.metrics import SourceNames, StoreCollector
+from exporter.metrics import SourceNames, store_metrics
 from exporter.reports import ReportError, load_reports, run_report
 from exporter.store import MIGRATIONS, Rollups, Store, page_table
 from exporter.store.schema import FINISHED_PER_DAY
@@ -224,7 +224,7 @@ def upgraded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     store = Store(path, rollups=Rollups(BUCKETS))
     try:
         registry = CollectorRegistry()
-        registry.register(StoreCollector(store, NAMES, BillingConfig(), now=lambda: NOW))
+        registry.register(store_metrics(store, NAMES, BillingConfig(), now=lambda: NOW))
         after = {
             "version": store.schema_version(),
             "tables": dict(

@@ -29,7 +29,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from prometheus_client import CollectorRegistry
 from prometheus_client.samples import Sample
 
-from exporter.metrics import SourceNames, StoreCollector
+from exporter.metrics import SourceNames, store_metrics
 from exporter.models import GenerationEvent
 from exporter.store import PageIn, Rollups, Store
 from exporter.store import reads as store_reads
@@ -391,7 +391,7 @@ class StoreMachine(RuleBasedStateMachine):
     def exposed_counters_never_go_down(self) -> None:
         registry = CollectorRegistry()
         names = {(PROJECT, s): SourceNames("p", str(s)) for s in SOURCES}
-        registry.register(StoreCollector(self.store, names, now=lambda: self.now))
+        registry.register(store_metrics(self.store, names, now=lambda: self.now))
         counters: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
         for family in registry.collect():
             # The exporter's own synthbrew_exporter_* counters start from zero with the
@@ -429,7 +429,7 @@ DAY = timedelta(days=1)
 
 def _exposed(store: Store) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     registry = CollectorRegistry()
-    registry.register(StoreCollector(store, {(FPROJECT, FSOURCE): SourceNames("shop", "orders")}))
+    registry.register(store_metrics(store, {(FPROJECT, FSOURCE): SourceNames("shop", "orders")}))
     return {_key(s): s.value for f in registry.collect() for s in f.samples}
 
 

@@ -18,11 +18,15 @@ from exporter.web import SourceStatus, build_app
 
 @dataclass
 class FakeStatus:
-    is_ready: bool = False
+    not_ready: str | None = "waiting for every source's first poll"
+    problem: str | None = None
     rows: list[SourceStatus] = field(default_factory=list)
 
-    def ready(self) -> bool:
-        return self.is_ready
+    def readiness(self) -> str | None:
+        return self.not_ready
+
+    def store_problem(self) -> str | None:
+        return self.problem
 
     def sources(self) -> list[SourceStatus]:
         return self.rows
@@ -42,11 +46,24 @@ def served() -> Iterator[tuple[str, FakeStatus]]:
                 datetime(2026, 1, 1, tzinfo=UTC),
                 "success",
                 None,
+                None,
                 42,
                 60,
                 200,
             ),
-            SourceStatus("shop", "<script>", "p1", "s2", None, "error", "timeout", 0, 30, 20),
+            SourceStatus(
+                "shop",
+                "<script>",
+                "p1",
+                "s2",
+                None,
+                "error",
+                "timeout",
+                "timed out after 5s",
+                0,
+                30,
+                20,
+            ),
         ]
     )
     with ThreadedServer(
@@ -86,9 +103,24 @@ def test_metrics_gzip(served: tuple[str, FakeStatus]) -> None:
 def test_health_and_readiness(served: tuple[str, FakeStatus]) -> None:
     url, status = served
     assert httpx.get(f"{url}/healthz").status_code == 200
-    assert httpx.get(f"{url}/readyz").status_code == 503
-    status.is_ready = True
+    waiting = httpx.get(f"{url}/readyz")
+    assert waiting.status_code == 503
+    assert waiting.json()["detail"] == "waiting for every source's first poll"
+    status.not_ready = "the store cannot be written: x.duckdb: database write failed: disk full"
+    failing = httpx.get(f"{url}/readyz")
+    assert (failing.status_code, failing.json()["detail"]) == (503, status.not_ready)
+    status.not_ready = None
     assert httpx.get(f"{url}/readyz").status_code == 200
+
+
+def test_landing_page_shows_why_the_store_cannot_be_written(
+    served: tuple[str, FakeStatus],
+) -> None:
+    url, status = served
+    assert "cannot be written" not in httpx.get(f"{url}/").text
+    status.problem = "x.duckdb: database write failed: No space left on device"
+    page = httpx.get(f"{url}/").text
+    assert "The database cannot be written: x.duckdb: database write failed: No space left" in page
 
 
 def test_landing_page_lists_sources_escaped(served: tuple[str, FakeStatus]) -> None:
@@ -98,6 +130,7 @@ def test_landing_page_lists_sources_escaped(served: tuple[str, FakeStatus]) -> N
     assert "orders" in page
     assert "2026-01-01T00:00:00+00:00" in page
     assert "timeout" in page
+    assert "timed out after 5s" in page
     assert "<script>" not in page
     assert "&lt;script&gt;" in page
     assert "Version 0.1.0" in page

@@ -26,23 +26,35 @@ class DatabaseLocked(StoreError):
     """Another process (usually a running exporter) holds the database file."""
 
 
-class _HasPath(Protocol):
+class _Writer(Protocol):
     path: Path
 
+    def heal(self) -> None: ...
 
-S = TypeVar("S", bound=_HasPath)
+    def written(self, error: BaseException | None) -> None: ...
+
+
+S = TypeVar("S", bound=_Writer)
 
 
 def writes(method: Callable[Concatenate[S, P], T]) -> Callable[Concatenate[S, P], T]:
     """A failed write (disk full, out of memory, read-only file system, ...) becomes a
-    StoreError that names the database and keeps DuckDB's own message."""
+    StoreError that names the database and keeps DuckDB's own message. The store first heals
+    a database DuckDB invalidated, and hears of every outcome (``written``)."""
 
     @functools.wraps(method)
     def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return method(self, *args, **kwargs)
+            self.heal()
+            result = method(self, *args, **kwargs)
         except duckdb.Error as exc:
+            self.written(exc)
             raise StoreError(f"{self.path}: database write failed: {first_line(exc)}") from exc
+        except StoreError as exc:
+            self.written(exc)
+            raise
+        self.written(None)
+        return result
 
     return wrapper
 

@@ -42,10 +42,15 @@ class IngestQueue:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
 
-    async def put(self, page: PageIn) -> int:
-        """Store ``page``; returns how many of its source's runs were flagged stale."""
+    def start(self) -> asyncio.Task[None]:
+        """The task that writes the batches (started by the first ``put`` if not before)."""
         if self._task is None:
             self._task = asyncio.create_task(self._drain(), name="ingest")
+        return self._task
+
+    async def put(self, page: PageIn) -> int:
+        """Store ``page``; returns how many of its source's runs were flagged stale."""
+        self.start()
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         await self._queue.put((page, done))
         return await done
@@ -68,6 +73,8 @@ class IngestQueue:
         return batch
 
     async def _drain(self) -> None:
+        """For ever: a failed batch is rolled back and each of its polls learns why (and
+        reports ``reason="store"``); the next batch is tried as usual."""
         while True:
             batch = await self._batch()
             pages = [page for page, _ in batch]

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,6 +61,16 @@ class WriteStats:
     revived: int = 0
 
 
+@dataclass
+class StoreHealth:
+    """Whether writes go through: what /readyz, the landing page and the metrics show."""
+
+    errors: int = 0  # writes that failed and were rolled back
+    reopened: int = 0  # times the database was reopened after DuckDB invalidated it
+    failing_since: float | None = None  # Unix time of the first failure since the last success
+    last_error: str | None = None
+
+
 class Store:
     def __init__(
         self,
@@ -80,12 +91,17 @@ class Store:
         self.live_per_source = live_per_source
         self.live_max_age = live_max_age
         self.stats = WriteStats()
-        self._conn = connect(
-            self.path, read_only, {"memory_limit": memory_limit, "threads": threads}
-        )
+        self.health = StoreHealth()
+        self._settings: dict[str, str | bool | int | float | list[str]] = {
+            "memory_limit": memory_limit,
+            "threads": threads,
+        }
+        self._conn = connect(self.path, read_only, self._settings)
+        self._invalidated: str | None = None
         self._lock = threading.Lock()
         self._readers = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._generation = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-writer")
         self._added_since_retire = 0
         self._retired_at = time.monotonic()
@@ -95,7 +111,12 @@ class Store:
             else:
                 self._migrate()
                 self.rollups = self._sync_rollups(rollups)
-                self._prepare_writer()
+                try:
+                    self._prepare_writer()
+                except duckdb.Error as exc:
+                    raise StoreError(
+                        f"{self.path}: cannot open the database: {first_line(exc)}"
+                    ) from exc
                 self.retire(datetime.now(UTC))
         except BaseException:
             self._conn.close()
@@ -123,15 +144,64 @@ class Store:
         return await loop.run_in_executor(self._writer, lambda: fn(*args, **kwargs))
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """This thread's reader cursor: reads run beside the writer, never on its connection."""
-        cur: duckdb.DuckDBPyConnection | None = getattr(self._readers, "cursor", None)
-        if cur is None:
+        """This thread's reader cursor: reads run beside the writer, never on its connection.
+        A new one after the database was reopened."""
+        if self._invalidated is not None:
+            raise StoreError(f"{self.path}: unusable until reopened: {self._invalidated}")
+        mine: tuple[int, duckdb.DuckDBPyConnection] | None = getattr(self._readers, "cursor", None)
+        if mine is None or mine[0] != self._generation:
             with self._lock:
                 cur = self._conn.cursor()
                 self._cursors.append(cur)
+                mine = (self._generation, cur)
             cur.execute("SET TimeZone = 'UTC'")
-            self._readers.cursor = cur
-        return cur
+            self._readers.cursor = mine
+        return mine[1]
+
+    def set_memory_limit(self, limit: str) -> None:
+        """Change ``database.memory_limit`` of the open database (a reloaded config)."""
+        with self._lock:
+            self._conn.execute(f"SET memory_limit = '{limit}'")
+        self._settings["memory_limit"] = limit
+
+    def written(self, error: BaseException | None) -> None:
+        """Every write's outcome: health for /readyz and the metrics; a fatal DuckDB error
+        (the database invalidated, e.g. by a checkpoint that could not remove its WAL) makes
+        the next write reopen the database."""
+        if error is None:
+            self.health.failing_since = None
+            return
+        self.health.errors += 1
+        self.health.last_error = str(error) if isinstance(error, StoreError) else first_line(error)
+        if self.health.failing_since is None:
+            self.health.failing_since = time.time()
+        if isinstance(error, duckdb.FatalException):
+            self._invalidated = first_line(error)
+
+    def heal(self) -> None:
+        """Reopen a database DuckDB invalidated: it refuses every statement until the instance
+        is closed and opened again, which a restart would do; this does it in place. Nothing
+        committed is lost (the WAL holds it). Raises StoreError while it cannot be reopened."""
+        if self._invalidated is None:
+            return
+        with self._lock:
+            for cur in self._cursors:
+                with suppress(duckdb.Error):
+                    cur.close()
+            self._cursors.clear()
+            self._generation += 1
+            with suppress(duckdb.Error):
+                self._conn.close()
+            self._conn = connect(self.path, False, self._settings)
+            try:
+                self._prepare_writer()
+            except duckdb.Error as exc:
+                raise StoreError(
+                    f"{self.path}: cannot reopen the database: {first_line(exc)}"
+                ) from exc
+        log.warning("database %s reopened after: %s", self.path, self._invalidated)
+        self._invalidated = None
+        self.health.reopened += 1
 
     def schema_version(self) -> int:
         return read_schema_version(self._conn)
@@ -169,7 +239,6 @@ class Store:
                 time.perf_counter() - started,
             )
 
-    @writes
     def _prepare_writer(self) -> None:
         with registered(self._conn, page_schema=page_table([])):
             self._conn.execute(WORK_TABLES)
@@ -248,11 +317,16 @@ class Store:
         try:
             self.retire(now)
         except StoreError as exc:
-            log.error("moving finished runs to history failed (will retry): %s", exc)
+            log.error(
+                "moving finished runs to history failed (will retry): %s",
+                exc,
+                extra={"repeat_key": f"retire {exc}"},
+            )
 
     @writes
     def retire(self, now: datetime) -> int:
-        """Move the live runs that can no longer change to history; returns how many."""
+        """Move the live runs that can no longer change to history; returns how many. Then
+        checkpoint: the WAL stays a few minutes of writes long, so a restart replays little."""
         with self._lock, transaction(self._conn):
             moved = history.retire(self._conn, now, self.live_per_source, self.live_max_age)
             self._history_newest = history.newest(self._conn)
@@ -261,7 +335,19 @@ class Store:
         self.stats.retired += moved
         if moved:
             log.debug("moved %d finished run(s) to history", moved)
+            self._checkpoint()
         return moved
+
+    def _checkpoint(self) -> None:
+        """A checkpoint that cannot run now (another transaction is writing) is left for the
+        next; one that fails for good invalidates the database, which must reach ``written``."""
+        try:
+            with self._lock:
+                self._conn.execute("CHECKPOINT")
+        except duckdb.FatalException:
+            raise
+        except duckdb.Error as exc:
+            log.info("checkpoint skipped: %s", first_line(exc))
 
     @writes
     def record_failure(
