@@ -7,8 +7,9 @@ import socket
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,45 @@ def wait_for(predicate: Callable[[], bool], within: float = 30) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
+
+
+@dataclass
+class Running:
+    """A `synthbrew-exporter run` subprocess, its URL, config and log file."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    config: Path
+    log: Path
+
+    def log_lines(self, containing: str) -> list[str]:
+        return [line for line in self.log.read_text().splitlines() if containing in line]
+
+    def reload(self, **database: Any) -> None:
+        """Change ``database`` settings in the config file and send SIGHUP."""
+        data = yaml.safe_load(self.config.read_text())
+        data["database"] = {**data["database"], **database}
+        self.config.write_text(yaml.safe_dump(data))
+        self.proc.send_signal(signal.SIGHUP)
+
+
+@contextmanager
+def started(
+    sim: Sim, tmp_path: Path, prefix: Sequence[str] = (), **sections: Any
+) -> Iterator[Running]:
+    """`synthbrew-exporter run` (behind ``prefix``, e.g. setpriv) until ready; stopped by
+    SIGTERM at the end, which must exit 0."""
+    path, url = write_config(sim, tmp_path, **sections)
+    log = tmp_path / "exporter.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [*prefix, EXE, "run", "--config", str(path)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        try:
+            wait_for(lambda: proc.poll() is not None or status_of(f"{url}/readyz") == 200, 120)
+            assert proc.poll() is None, log.read_text()
+            yield Running(proc, url, path, log)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    assert proc.returncode == 0, log.read_text()

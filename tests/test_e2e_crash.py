@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -61,30 +61,6 @@ def test_sigkill_mid_ingestion_loses_and_doubles_nothing(
     assert set(ids) == truth(sim), "nothing committed was lost, nothing extra appeared"
     assert finished is not None
     assert finished[0] == sum(committed.values()), "every run counted once"
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """Mount tiny tmpfs file systems (read-only or nearly full); skip where mounting is denied."""
-    mounted: list[Path] = []
-
-    def mount(options: str) -> Path:
-        where = tmp_path / f"mnt{len(mounted)}"
-        where.mkdir()
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in mounted:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def config_with_db(sim: Sim, tmp_path: Path, db: Path) -> Path:

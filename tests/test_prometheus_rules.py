@@ -68,6 +68,9 @@ def test_every_alert_has_a_runbook_and_severity() -> None:
         "SynthbrewPossibleMissedEvents",
         "SynthbrewBillableRowsSpike",
         "SynthbrewProjectedOverIncludedRows",
+        "SynthbrewExporterStoreNotWritable",
+        "SynthbrewExporterMetricsStale",
+        "SynthbrewExporterCollectorFailing",
     }
     found = alerts()
     assert set(found) == expected
