@@ -18,13 +18,13 @@ import duckdb
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.store import StoreError
+from exporter.store.db import StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Where an internal failure happened: the `task` label's values.
-TASKS = ("exposition", "collector", "ingest", "poll", "export")
+TASKS = ("exposition", "collector", "ingest", "poll", "export", "reload")
 
 
 class TaskDied(Exception):

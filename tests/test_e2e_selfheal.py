@@ -261,7 +261,9 @@ def simulator_process(world: World, port: int) -> Iterator[subprocess.Popen[byte
 def test_the_upstream_killed_mid_poll_and_started_again(tmp_path: Path) -> None:
     clock = SimClock()
     clock.set(EPOCH.replace(hour=14))
-    world = World(make_scenario(sources(20)), clock)
+    # answers take 300 ms, so with a poll a second per source some are always in flight
+    slow = {"faults": {"latency_ms": 300}}
+    world = World(make_scenario([{**s, **slow} for s in sources(20)]), clock)
     port = free_port()
     sim = Sim(world, f"http://127.0.0.1:{port}", SimulatorApp(world))
     db = tmp_path / "x.duckdb"
@@ -288,6 +290,7 @@ def test_the_upstream_killed_mid_poll_and_started_again(tmp_path: Path) -> None:
             ready = status_of(f"{run.url}/readyz")
     assert total(during, "synthbrew_exporter_poll_errors_total", reason="connect") >= 40
     assert 1 <= len(lines) <= 2, "one line for the whole fleet, not one per poll"
+    assert "RemoteProtocolError" in lines[0] or "ReadError" in lines[0], "killed mid-answer"
     assert total(during, "synthbrew_exporter_store_writable") == 1, "the store is not at fault"
     assert ready == 200
     assert_intact(db, seen, final)

@@ -306,3 +306,24 @@ async def test_ingest_queue_reports_store_errors_to_every_waiter(tmp_path: Path)
         await writer.aclose()
     assert all(isinstance(o, Exception) for o in outcomes), outcomes
     assert len(outcomes) == 2
+
+
+def test_a_failed_batch_keeps_its_cause_and_the_next_one_commits(store: Store) -> None:
+    store.ingest_page(PROJECT, SOURCE, [ev()], now=T0)
+    # A table the batch must write disappears (as a full disk or a lack of memory would make
+    # the write fail), then comes back.
+    store.cursor().execute("ALTER TABLE daily_usage RENAME TO daily_usage_away")
+    lost = ev()
+    with pytest.raises(StoreError, match="database write failed: Catalog Error"):
+        store.ingest_page(PROJECT, SOURCE, [lost], now=T0)
+    health = store.health
+    assert health.failing_since is not None and health.errors == 1
+    assert "daily_usage" in (health.last_error or "")
+    # a small write that still works does not make the store look writable
+    store.record_failure(PROJECT, SOURCE, now=T0, reason="store", message="x")
+    assert store.health.failing_since is not None
+    assert store.event_counts()[(PROJECT, SOURCE)] == 1, "the failed batch was rolled back"
+    store.cursor().execute("ALTER TABLE daily_usage_away RENAME TO daily_usage")
+    store.ingest_page(PROJECT, SOURCE, [lost], now=T0)
+    assert store.health.failing_since is None
+    assert store.event_counts()[(PROJECT, SOURCE)] == 2

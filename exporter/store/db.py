@@ -31,7 +31,7 @@ class _Writer(Protocol):
 
     def heal(self) -> None: ...
 
-    def written(self, error: BaseException | None) -> None: ...
+    def write_failed(self, error: BaseException) -> None: ...
 
 
 S = TypeVar("S", bound=_Writer)
@@ -40,33 +40,33 @@ S = TypeVar("S", bound=_Writer)
 def writes(method: Callable[Concatenate[S, P], T]) -> Callable[Concatenate[S, P], T]:
     """A failed write (disk full, out of memory, read-only file system, ...) becomes a
     StoreError that names the database and keeps DuckDB's own message. The store first heals
-    a database DuckDB invalidated, and hears of every outcome (``written``)."""
+    a database DuckDB invalidated, and hears of every failure (``write_failed``)."""
 
     @functools.wraps(method)
     def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
             self.heal()
-            result = method(self, *args, **kwargs)
+            return method(self, *args, **kwargs)
         except duckdb.Error as exc:
-            self.written(exc)
+            self.write_failed(exc)
             raise StoreError(f"{self.path}: database write failed: {first_line(exc)}") from exc
         except StoreError as exc:
-            self.written(exc)
+            self.write_failed(exc)
             raise
-        self.written(None)
-        return result
 
     return wrapper
 
 
 @contextmanager
 def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """BEGIN ... COMMIT, or ROLLBACK on any exception, which then propagates unchanged."""
+    """BEGIN ... COMMIT, or ROLLBACK on any exception, which then propagates unchanged: a
+    rollback that fails too (the database invalidated) must not replace the real cause."""
     conn.execute("BEGIN TRANSACTION")
     try:
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        with suppress(duckdb.Error):
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 

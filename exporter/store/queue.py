@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from exporter.store.db import StoreError
 from exporter.store.ingest import PageIn
 from exporter.store.store import Store
+from exporter.supervision import Faults, cause
 
 
 class IngestQueue:
@@ -30,8 +32,10 @@ class IngestQueue:
         max_pages: int = 64,
         linger_seconds: float = 0.5,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        faults: Faults | None = None,
     ) -> None:
         self.store = store
+        self.faults = faults or Faults()
         self.stale_after = stale_after
         self.max_pages = max_pages
         self.linger_seconds = linger_seconds
@@ -82,15 +86,24 @@ class IngestQueue:
                 marked = await self.store.call(
                     self.store.ingest, pages, now=self._now(), stale_after=self.stale_after
                 )
+            except StoreError as exc:
+                self._fail(batch, exc)
+                continue
             except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
+                # A bug, not the database: counted once here; each poll reports it as `store`.
+                self.faults.failed("ingest", exc, "writing a batch failed")
+                self._fail(batch, StoreError(f"writing the batch failed: {cause(exc)}"))
                 continue
             self.batches += 1
             for page, done in batch:
                 if not done.done():
                     done.set_result(marked.get(page.key, 0))
+
+    @staticmethod
+    def _fail(batch: list[tuple[PageIn, asyncio.Future[int]]], exc: Exception) -> None:
+        for _, done in batch:
+            if not done.done():
+                done.set_exception(exc)
 
     async def aclose(self) -> None:
         if self._task is not None:

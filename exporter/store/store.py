@@ -162,15 +162,14 @@ class Store:
         """Change ``database.memory_limit`` of the open database (a reloaded config)."""
         with self._lock:
             self._conn.execute(f"SET memory_limit = '{limit}'")
-        self._settings["memory_limit"] = limit
+            self._settings["memory_limit"] = limit
 
-    def written(self, error: BaseException | None) -> None:
-        """Every write's outcome: health for /readyz and the metrics; a fatal DuckDB error
-        (the database invalidated, e.g. by a checkpoint that could not remove its WAL) makes
-        the next write reopen the database."""
-        if error is None:
-            self.health.failing_since = None
-            return
+    def write_failed(self, error: BaseException) -> None:
+        """Every failed write: counted, its cause kept for /readyz and the landing page. A
+        fatal DuckDB error (the database invalidated, e.g. by a checkpoint that could not
+        remove its WAL) makes the next write reopen the database. Only a committed batch says
+        the store is writable again (``ingest``): a one-row write that still goes through
+        under memory pressure must not."""
         self.health.errors += 1
         self.health.last_error = str(error) if isinstance(error, StoreError) else first_line(error)
         if self.health.failing_since is None:
@@ -181,10 +180,12 @@ class Store:
     def heal(self) -> None:
         """Reopen a database DuckDB invalidated: it refuses every statement until the instance
         is closed and opened again, which a restart would do; this does it in place. Nothing
-        committed is lost (the WAL holds it). Raises StoreError while it cannot be reopened."""
-        if self._invalidated is None:
-            return
+        committed is lost (the WAL holds it). Reader cursors are closed with it (a query
+        running on one waits for it; on an invalidated database it fails at once), and each
+        thread opens a new one. Raises StoreError while the database cannot be reopened."""
         with self._lock:
+            if self._invalidated is None:
+                return
             for cur in self._cursors:
                 with suppress(duckdb.Error):
                     cur.close()
@@ -199,9 +200,9 @@ class Store:
                 raise StoreError(
                     f"{self.path}: cannot reopen the database: {first_line(exc)}"
                 ) from exc
-        log.warning("database %s reopened after: %s", self.path, self._invalidated)
-        self._invalidated = None
-        self.health.reopened += 1
+            log.warning("database %s reopened after: %s", self.path, self._invalidated)
+            self._invalidated = None
+            self.health.reopened += 1
 
     def schema_version(self) -> int:
         return read_schema_version(self._conn)
@@ -281,6 +282,8 @@ class Store:
                 rollups=self.rollups,
                 history_newest=self._history_newest,
             )
+        if self._invalidated is None:
+            self.health.failing_since = None
         self.stats.batches += 1
         self.stats.events += written.events
         self.stats.seconds += time.perf_counter() - started
@@ -313,20 +316,24 @@ class Store:
 
     def _retire_quietly(self, now: datetime) -> None:
         """Retiring is housekeeping after a committed batch: its failure must not fail the poll
-        that triggered it. It is logged, and tried again after the next batch."""
+        that triggered it. It is counted and logged, and tried again after the next batch."""
         try:
-            self.retire(now)
-        except StoreError as exc:
+            self._retire(now)
+        except duckdb.Error as exc:
+            self.write_failed(exc)
             log.error(
                 "moving finished runs to history failed (will retry): %s",
-                exc,
-                extra={"repeat_key": f"retire {exc}"},
+                first_line(exc),
+                extra={"repeat_key": f"retire {first_line(exc)}"},
             )
 
     @writes
     def retire(self, now: datetime) -> int:
         """Move the live runs that can no longer change to history; returns how many. Then
         checkpoint: the WAL stays a few minutes of writes long, so a restart replays little."""
+        return self._retire(now)
+
+    def _retire(self, now: datetime) -> int:
         with self._lock, transaction(self._conn):
             moved = history.retire(self._conn, now, self.live_per_source, self.live_max_age)
             self._history_newest = history.newest(self._conn)
@@ -340,7 +347,8 @@ class Store:
 
     def _checkpoint(self) -> None:
         """A checkpoint that cannot run now (another transaction is writing) is left for the
-        next; one that fails for good invalidates the database, which must reach ``written``."""
+        next; one that fails for good invalidates the database: that must reach
+        ``write_failed``."""
         try:
             with self._lock:
                 self._conn.execute("CHECKPOINT")
