@@ -21,6 +21,7 @@ import httpx
 from exporter.export import ExportResult, export_parquet
 from exporter.models import GenerationEvent
 from exporter.reports import Report, ReportError, ReportResult, run_report
+from exporter.sql import SqlError, open_read_only, run_sql
 from exporter.store import Store
 
 ENV_WEB_AUTH = "SYNTHBREW_WEB_AUTH"
@@ -29,6 +30,11 @@ ENV_WEB_CA_FILE = "SYNTHBREW_WEB_CA_FILE"
 
 class RemoteError(Exception):
     """The running exporter could not be reached or refused the request."""
+
+    def __init__(self, message: str, status: int = 0, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
 
 
 def local_report(db: Path, report: Report, params: Mapping[str, Any]) -> ReportResult:
@@ -48,6 +54,31 @@ def remote_reports(url: str) -> list[dict[str, Any]]:
 
 def remote_report(url: str, name: str, params: Mapping[str, str]) -> ReportResult:
     return ReportResult.from_json(_call("GET", f"{url}/api/reports/{name}", params=dict(params)))
+
+
+def local_sql(
+    db: Path, sql: str, *, memory_limit: str, threads: int, max_rows: int, timeout_seconds: float
+) -> ReportResult:
+    """The query on a read-only, contained instance of a database no exporter holds, bounded as
+    the running exporter bounds it, so both ways give the same answer."""
+    if not db.exists():
+        raise SqlError(f"{db}: no such database (run `collect` or `run` first)")
+    conn = open_read_only(db, memory_limit, threads)
+    try:
+        return run_sql(conn, sql, max_rows=max_rows, timeout_seconds=timeout_seconds).plain()
+    finally:
+        conn.close()
+
+
+def remote_sql(url: str, sql: str) -> ReportResult:
+    """The query through the running exporter; a refused or failed query is the user's to fix
+    (SqlError), exactly as it would be on a free file."""
+    try:
+        return ReportResult.from_json(_call("POST", f"{url}/api/sql", json={"sql": sql}))
+    except RemoteError as exc:
+        if exc.status == 400:
+            raise SqlError(exc.detail) from None
+        raise
 
 
 def remote_export(url: str) -> ExportResult:
@@ -98,5 +129,7 @@ def _call(method: str, url: str, **kwargs: Any) -> Any:
             detail = response.json().get("error", response.text)
         except ValueError:
             detail = response.text
-        raise RemoteError(f"{url}: HTTP {response.status_code}: {detail}")
+        raise RemoteError(
+            f"{url}: HTTP {response.status_code}: {detail}", response.status_code, detail
+        )
     return response.json()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 from uuid import UUID
 
 import click
@@ -30,10 +30,12 @@ from exporter.access import (
     local_export,
     local_ingest,
     local_report,
+    local_sql,
     remote_export,
     remote_poll,
     remote_report,
     remote_reports,
+    remote_sql,
 )
 from exporter.client import SynthbrewClient, UpstreamError
 from exporter.collector import Target, targets
@@ -41,17 +43,28 @@ from exporter.config import (
     DEFAULT_PORT,
     Config,
     ConfigError,
+    DatabaseConfig,
+    ReportsConfig,
     ServerConfig,
     load_config,
 )
 from exporter.demo import run_demo
-from exporter.logs import setup_logging
+from exporter.logs import mask, setup_logging
 from exporter.models import GenerationEvent, RegenerateRequest
 from exporter.regenerate import Followed, regenerate, summary
-from exporter.reports import FORMATS, ReportError, describe, load_reports, render
+from exporter.reports import (
+    FORMATS,
+    SQL_FORMATS,
+    ReportError,
+    describe,
+    load_reports,
+    render,
+    write_parquet,
+)
 from exporter.sharding import Shard
 from exporter.simulator import Scenario, SimulatorApp, World, demo_scenario
 from exporter.simulator.serve import serve_simulator
+from exporter.sql import SqlError
 from exporter.store import DatabaseLocked, StoreError
 from exporter.supervision import TaskDied
 
@@ -237,7 +250,7 @@ def run(
         try:
             asyncio.run(service.run(config, announce=click.echo, reload=configured))
         except TaskDied as exc:
-            fail(str(exc), code=1)
+            fail(mask(str(exc)), code=1)
 
 
 def _report_source(
@@ -301,6 +314,81 @@ def report(
     except (RemoteError, StoreError) as exc:
         fail(str(exc), code=1)
     _emit(render(result, fmt, chosen.title), output)
+
+
+@main.command()
+@click.argument("query", required=False)
+@click.option(
+    "--file", "query_file", type=click.File("r"), help="Read the query from this file ('-': stdin)."
+)
+@config_option
+@click.option("--database", type=click.Path(dir_okay=False, path_type=Path), help="DuckDB file.")
+@click.option("--url", help="A running exporter, e.g. http://127.0.0.1:9794.")
+@click.option("--format", "fmt", type=click.Choice(SQL_FORMATS), default="table", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
+def sql(
+    query: str | None,
+    query_file: TextIO | None,
+    config_path: Path | None,
+    database: Path | None,
+    url: str | None,
+    fmt: str,
+    output: Path | None,
+) -> None:
+    """Run one read-only SELECT over the store: QUERY, --file, or stdin.
+
+    Reads the tables and views documented in docs/sql.md and nothing else (no files, no other
+    databases, no writes, no settings). Works while `run` holds the database, through its
+    POST /api/sql, bounded by reports.sql_timeout_seconds and reports.sql_max_rows.
+    """
+    if query is None:
+        if query_file is None and sys.stdin.isatty():
+            fail("give a query: as an argument, with --file, or on stdin")
+        query = (query_file or sys.stdin).read()
+    if fmt == "parquet" and output is None:
+        fail("--format parquet needs --output FILE")
+    db, remote, _ = _report_source(config_path, database, url)
+    limits = _sql_limits(config_path, database, url)
+    try:
+        if db is None and remote is not None:
+            result = remote_sql(remote, query)
+        else:
+            assert db is not None
+            try:
+                result = local_sql(db, query, **limits)
+            except DatabaseLocked:
+                if remote is None:
+                    fail(f"{db} is locked by a running exporter: pass --url or --config", code=1)
+                result = remote_sql(remote, query)
+    except SqlError as exc:
+        fail(str(exc))
+    except (RemoteError, StoreError) as exc:
+        fail(str(exc), code=1)
+    if result.truncated:
+        click.echo(
+            f"note: only the first {len(result.rows):,} rows (reports.sql_max_rows)", err=True
+        )
+    if fmt == "parquet":
+        assert output is not None
+        write_parquet(result, output)
+        click.echo(f"wrote {output}", err=True)
+        return
+    _emit(render(result, fmt), output)
+
+
+def _sql_limits(config_path: Path | None, database: Path | None, url: str | None) -> dict[str, Any]:
+    """The running exporter's bounds, applied to a local query too: the same answer either way."""
+    limits, memory = ReportsConfig(), DatabaseConfig()
+    if url is None and database is None:
+        with config_errors():
+            config = load_config(config_path)
+        limits, memory = config.reports, config.database
+    return {
+        "memory_limit": memory.memory_limit,
+        "threads": memory.threads,
+        "max_rows": limits.sql_max_rows,
+        "timeout_seconds": limits.sql_timeout_seconds,
+    }
 
 
 def _remote_report(

@@ -154,6 +154,12 @@ class ExportConfig(Section):
 
 class ReportsConfig(Section):
     queries_dir: Path | None = Field(None, description="default: the bundled queries/")
+    sql_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="ad-hoc SQL over HTTP is stopped after this long"
+    )
+    sql_max_rows: int = Field(
+        100_000, ge=1, le=10_000_000, description="ad-hoc SQL over HTTP returns at most this many"
+    )
 
 
 class DatabaseConfig(Section):

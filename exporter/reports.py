@@ -34,6 +34,7 @@ from exporter.store.schema import MIGRATIONS
 from exporter.store.totals import calendar_timezone
 
 FORMATS = ("table", "csv", "json")
+SQL_FORMATS = (*FORMATS, "parquet")
 _HEADER = re.compile(r"^--\s*(title|description|param):\s*(.*)$")
 _PARAM = re.compile(r"^(\w+)\s+(int|float|str|date|bool|tz)\s*=\s*([^|]*?)\s*(?:\|\s*(.*))?$")
 _RELATIVE = re.compile(r"^today(?:-(\d+))?$")
@@ -110,16 +111,25 @@ class Report:
 class ReportResult:
     columns: list[str]
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    truncated: bool = False  # more rows than were kept (ad-hoc SQL's reports.sql_max_rows)
 
     def records(self) -> list[dict[str, Any]]:
         return [{c: _plain(v) for c, v in zip(self.columns, row, strict=True)} for row in self.rows]
 
     def to_json(self) -> dict[str, Any]:
-        return {"columns": self.columns, "rows": [[_plain(v) for v in r] for r in self.rows]}
+        rows = [[_plain(v) for v in r] for r in self.rows]
+        return {"columns": self.columns, "rows": rows, "truncated": self.truncated}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ReportResult:
-        return cls(columns=list(data["columns"]), rows=[tuple(r) for r in data["rows"]])
+        rows = [tuple(r) for r in data["rows"]]
+        return cls(list(data["columns"]), rows, bool(data.get("truncated", False)))
+
+    def plain(self) -> ReportResult:
+        """The same values as JSON carries them (text times, float decimals): what a result
+        read over HTTP holds, so both ways render alike."""
+        rows = [tuple(_plain(v) for v in r) for r in self.rows]
+        return ReportResult(self.columns, rows, self.truncated)
 
 
 def parse_report(path: Path) -> Report:
@@ -211,6 +221,15 @@ def render(result: ReportResult, fmt: str, title: str = "") -> str:
         writer.writerows([_plain(v) for v in row] for row in result.rows)
         return out.getvalue()
     return _table(result, title)
+
+
+def write_parquet(result: ReportResult, path: Path) -> None:
+    """The result as a Parquet file, columns typed from their values."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = [pa.array([row[i] for row in result.rows]) for i in range(len(result.columns))]
+    pq.write_table(pa.Table.from_arrays(arrays, names=result.columns), path)
 
 
 def _table(result: ReportResult, title: str) -> str:

@@ -27,9 +27,10 @@ from exporter.metrics import SourceNames, store_metrics
 from exporter.reports import Report, ReportError, ReportResult, load_reports, run_report
 from exporter.scheduler import PollScheduler
 from exporter.selfmetrics import ExporterStats
+from exporter.sql import run_sql
 from exporter.store import IngestQueue, Rollups, Store, StoreError
 from exporter.store.db import first_line
-from exporter.supervision import Faults, until_stopped
+from exporter.supervision import Faults, guarded, until_stopped
 from exporter.web import SourceStatus, build_app
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,16 @@ class Exporter:
             raise ReportError(f"no report named {name!r} (known: {', '.join(sorted(reports))})")
         report = reports[name]
         return run_report(self.store.cursor(), report, report.bind(params))
+
+    def run_sql(self, sql: str) -> ReportResult:
+        """One ad-hoc query (see ``exporter.sql``), bounded by the ``reports.sql_*`` settings."""
+        limits = self.config.reports
+        return run_sql(
+            self.store.cursor(),
+            sql,
+            max_rows=limits.sql_max_rows,
+            timeout_seconds=limits.sql_timeout_seconds,
+        )
 
     def export(self) -> ExportResult:
         if self.config.export.path is None:
@@ -164,7 +175,9 @@ async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
         await store.call(
             store.sync_sources, [(t.project.id, t.source.id, *t.labels) for t in all_targets]
         )
-        writer = IngestQueue(store, timedelta(seconds=config.collector.stale_after_seconds))
+        writer = IngestQueue(
+            store, timedelta(seconds=config.collector.stale_after_seconds), faults=faults
+        )
         async with SynthbrewClient(config.api) as client:
             collector = Collector(config, client, store, writer, stats)
             await asyncio.to_thread(collector.warm_start, all_targets)
@@ -196,14 +209,20 @@ async def run(
     exporter cannot do without has stopped."""
     stop = stop or asyncio.Event()
     on_stop_signals(stop.set)
+    # SIGHUP's default action ends the process: until the exporter is up, it is only noted.
+    on_reload_signal(lambda: log.warning("SIGHUP while starting: ignored, send it again"))
     sock = bind(config.server.listen)
     try:
         async with open_exporter(config) as exporter:
-            reloads: set[asyncio.Task[None]] = set()  # held until done: the loop keeps weak refs
+            reloads: set[asyncio.Task[object]] = set()  # held until done: the loop keeps weak refs
             if reload is not None:
 
                 def on_hup(reload: Callable[[], Config] = reload) -> None:
-                    task = asyncio.create_task(_reload(exporter, reload), name="reload")
+                    work = _reload(exporter, reload)
+                    task = asyncio.create_task(
+                        guarded(work, exporter.faults, "reload", "reloading the config failed"),
+                        name="reload",
+                    )
                     reloads.add(task)
                     task.add_done_callback(reloads.discard)
 

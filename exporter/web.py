@@ -30,7 +30,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from exporter import __version__
 from exporter.export import ExportResult
 from exporter.exposition import ExpositionCache
+from exporter.logs import mask
 from exporter.reports import Report, ReportError, ReportResult
+from exporter.sql import SqlError
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class Api(Protocol):
     def reports(self) -> Sequence[Report]: ...
 
     def run_report(self, name: str, params: Mapping[str, str]) -> ReportResult: ...
+
+    def run_sql(self, sql: str) -> ReportResult: ...
 
     def export(self) -> ExportResult: ...
 
@@ -142,7 +146,7 @@ def build_app(
         reason = status.readiness()
         if reason is None:
             return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready", "detail": reason}, status_code=503)
+        return JSONResponse({"status": "not ready", "detail": mask(reason)}, status_code=503)
 
     async def landing(request: Request) -> Response:
         sources = await run_in_threadpool(status.sources)
@@ -170,6 +174,20 @@ def build_app(
         try:
             result = await run_in_threadpool(api.run_report, name, dict(request.query_params))
         except ReportError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(result.to_json())
+
+    async def sql(request: Request) -> Response:
+        assert api is not None
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("sql"), str):
+            return JSONResponse({"error": 'expected a JSON body {"sql": "SELECT ..."}'}, 400)
+        try:
+            result = await run_in_threadpool(api.run_sql, body["sql"])
+        except SqlError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(result.to_json())
 
@@ -201,6 +219,7 @@ def build_app(
         routes += [
             Route("/api/reports", list_reports),
             Route("/api/reports/{name}", report),
+            Route("/api/sql", sql, methods=["POST"]),
             Route("/api/export", export, methods=["POST"]),
             Route("/api/poll/{project}/{source}", poll, methods=["POST"]),
         ]
@@ -209,7 +228,12 @@ def build_app(
 
 
 def render_landing(sources: Sequence[SourceStatus], store_problem: str | None = None) -> str:
-    e = html.escape
+    """The page; error texts (which may quote an upstream answer) pass through the same masking
+    as the log, so a key echoed by a server never reaches it."""
+
+    def e(text: str) -> str:
+        return html.escape(mask(text))
+
     banner = (
         f"<p class='error' role='alert'>The database cannot be written: {e(store_problem)}</p>"
         if store_problem

@@ -55,3 +55,56 @@ def recount_runs(conn: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], tuple
         tuple(r[:4]): (int(r[4]), int(r[5]), int(r[6]))
         for r in conn.execute(RECOUNT_RUNS).fetchall()
     }
+
+
+# Queries that must be refused by ad-hoc SQL, one of each kind: writes and DDL, files, other
+# databases, extensions, settings, a second statement, state-changing functions.
+HOSTILE_SQL = [
+    "INSERT INTO sources VALUES (uuid(), uuid(), 'x', 'y', true)",
+    "DELETE FROM events_live",
+    "UPDATE sources SET configured = false",
+    "DROP VIEW runs",
+    "CREATE TABLE x AS SELECT 1",
+    "ALTER TABLE sources RENAME TO s2",
+    "COPY (SELECT 1) TO '/tmp/synthbrew-pwned.csv'",
+    "COPY sources FROM '/etc/passwd'",
+    "EXPORT DATABASE '/tmp/synthbrew-pwned'",
+    "ATTACH '/tmp/synthbrew-other.duckdb' AS other",
+    "DETACH memory",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET memory_limit = '10GB'",
+    "RESET memory_limit",
+    "PRAGMA threads = 1",
+    "CHECKPOINT",
+    "VACUUM",
+    "BEGIN TRANSACTION",
+    "SELECT 1; DROP VIEW runs",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_text('/etc/hostname')",
+    "SELECT * FROM read_blob('/etc/hostname')",
+    "SELECT * FROM glob('/etc/*')",
+    "SELECT * FROM '/etc/passwd'",
+    "SELECT * FROM read_parquet('/tmp/*.parquet')",
+    "SELECT * FROM query('SELECT 1')",
+    "SELECT * FROM sqlite_scan('/tmp/x.db', 't')",
+    "WITH x AS (SELECT * FROM read_json_auto('/etc/x.json')) SELECT * FROM x",
+    "SELECT (SELECT count(*) FROM read_csv_auto('/etc/passwd'))",
+    "SELECT * FROM other.main.runs",
+    "SELECT nextval('s')",
+    "SELECT * FROM os",
+]
+
+
+def store_checksums(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:
+    """Every table of a store: its row count and a hash of its content."""
+    tables = conn.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE NOT internal AND NOT temporary"
+    ).fetchall()
+    out = {}
+    for (table,) in tables:
+        count, digest = conn.execute(f'SELECT count(*), sum(hash(t)) FROM "{table}" t').fetchall()[
+            0
+        ]
+        out[table] = (int(count), int(digest or 0))
+    return out

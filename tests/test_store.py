@@ -317,7 +317,8 @@ def test_a_failed_batch_keeps_its_cause_and_the_next_one_commits(store: Store) -
     with pytest.raises(StoreError, match="database write failed: Catalog Error"):
         store.ingest_page(PROJECT, SOURCE, [lost], now=T0)
     health = store.health
-    assert health.failing_since is not None and health.errors == 1
+    assert health.failing_since is not None
+    assert health.errors == 1
     assert "daily_usage" in (health.last_error or "")
     # a small write that still works does not make the store look writable
     store.record_failure(PROJECT, SOURCE, now=T0, reason="store", message="x")
