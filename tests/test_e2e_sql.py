@@ -4,7 +4,9 @@ stopped while polls keep their schedule."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -152,3 +154,39 @@ def test_a_slow_query_is_stopped_and_polls_keep_their_schedule(
     assert during - before >= 5 * 3, "every source was polled meanwhile"
     assert len(capped["rows"]) == 100_000
     assert capped["truncated"] is True
+
+
+def test_the_exported_views_file_opens_in_another_process_while_run_is_up(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    sim = start_sim(make_scenario([{"name": "orders"}, {"name": "billing"}]))
+    dataset = tmp_path / "dataset"
+    config, _ = write_config(
+        sim, tmp_path, collector={"interval_seconds": 3600}, export={"path": str(dataset)}
+    )
+    assert collect(config).returncode == 0
+    with exporter(
+        sim, tmp_path, collector={"interval_seconds": 3600}, export={"path": str(dataset)}
+    ):
+        exported = cli("export", "--config", str(config))
+        assert exported.returncode == 0, exported.stderr
+        live = cli("sql", QUERY, "--config", str(config), "--format", "json")
+        # a separate process, as a BI tool would be, while the exporter holds the live store
+        script = (
+            "import duckdb, json, sys\n"
+            "conn = duckdb.connect(sys.argv[1], read_only=True)\n"
+            "result = conn.execute(sys.argv[2])\n"
+            "names = [d[0] for d in result.description]\n"
+            "print(json.dumps([dict(zip(names, row)) for row in result.fetchall()]))\n"
+        )
+        elsewhere = subprocess.run(
+            [sys.executable, "-c", script, str(dataset / "synthbrew.duckdb"), QUERY],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert live.returncode == 0, live.stderr
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert json.loads(elsewhere.stdout) == json.loads(live.stdout)
+    assert json.loads(live.stdout), "the store has runs"

@@ -65,6 +65,24 @@ async def test_export_matches_the_database_row_for_row(
     n_dataset, n_db, differing = read_back(db, root)
     assert n_dataset == n_db > 0
     assert differing == 0
+    assert views_match(db, root / "synthbrew.duckdb")
+
+
+def views_match(db: Path, views: Path) -> bool:
+    """The views file's ``runs`` has the store's columns, in order, and the same rows."""
+    live = duckdb.connect(str(db), read_only=True)
+    try:
+        columns = [d[0] for d in live.execute("SELECT * FROM runs LIMIT 0").description or []]
+        rows = live.execute("SELECT * FROM runs ORDER BY id").fetchall()
+    finally:
+        live.close()
+    copy = duckdb.connect(str(views), read_only=True)
+    try:
+        result = copy.execute("SELECT * FROM runs ORDER BY id")
+        same_columns = [d[0] for d in result.description or []] == columns
+        return same_columns and result.fetchall() == rows
+    finally:
+        copy.close()
 
 
 def test_export_of_an_empty_database(tmp_path: Path) -> None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from exporter.models import parse_event_page
+from exporter.simulator import SimClock, World
 from exporter.sql import SqlError, open_read_only, run_sql
 from exporter.store import Store
+from tests.conftest import make_scenario
 from tests.factories import HOSTILE_SQL, PROJECT, SOURCE, T0, run, store_checksums
 
 
@@ -84,3 +90,44 @@ def test_a_free_file_is_opened_read_only_without_external_access(tmp_path: Path)
     finally:
         conn.close()
     assert os.access(db, os.R_OK)
+
+
+def documented_examples() -> list[tuple[str, str]]:
+    """Every ```sql block of docs/sql.md that is a query, with its heading."""
+    text = (Path(__file__).parent.parent / "docs" / "sql.md").read_text()
+    out = []
+    for match in re.finditer(r"^### ([^\n]+)\n\n```sql\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+        out.append((match.group(1), match.group(2)))
+    return out
+
+
+def test_every_documented_example_runs_on_generated_data(tmp_path: Path) -> None:
+    clock = SimClock()
+    clock.set(datetime.now(UTC).replace(microsecond=0))
+    sources = [
+        {"name": "orders", "failure_rate": 0.2, "runs_per_hour": 30},
+        {"name": "customers", "regenerate_share": 0.3, "runs_per_hour": 12},
+        {"name": "exports", "runs_per_hour": 6, "duration_seconds": 3600},  # some in flight
+        {"name": "invoices", "runs_per_hour": 0.001},  # nothing finished lately
+        {"name": "archive", "runs_per_hour": 1},  # 200 runs: eight days, a Monday among them
+    ]
+    world = World(make_scenario(sources), clock)
+    store = Store(tmp_path / "x.duckdb")
+    try:
+        names = [(p.id, s.id, p.name, s.name) for p in world.scenario.projects for s in p.sources]
+        store.sync_sources(names)
+        for state in world.sources.values():
+            page = parse_event_page(json.dumps(world.page(state, 200)))
+            store.ingest_page(state.project.id, state.id, page.events, now=clock.now())
+        examples = documented_examples()
+        assert len(examples) >= 12
+        answered = 0
+        for title, query in examples:
+            result = run_sql(store.cursor(), query, max_rows=1000, timeout_seconds=30)
+            assert result.columns, title
+            answered += bool(result.rows)
+        # all but the billing window of the 3rd to the 17th and stuck runs, which depend on
+        # the day the suite runs and on runs leaving the window
+        assert answered >= len(examples) - 2, "the generated data exercises nearly every example"
+    finally:
+        store.close()
