@@ -70,6 +70,13 @@ def failing(run: Running, cause: str) -> bool:
     return not writable(run) and ready.status_code == 503 and cause in ready.json()["detail"]
 
 
+def failed_polls(run: Running, at_least: int, reason: str = "store") -> None:
+    """Wait until the fault has failed this many polls (polls slow down when sources are
+    quiet, so a fixed wait would see a varying number)."""
+    errors = "synthbrew_exporter_poll_errors_total"
+    wait_for(lambda: total(scrape(run.url), errors, reason=reason) >= at_least, within=60)
+
+
 def settled(run: Running) -> Metrics:
     """The metrics once every source has polled successfully again and the frozen clock left
     nothing new to store."""
@@ -123,7 +130,7 @@ def test_a_full_disk_heals_once_space_is_freed(
         advance(sim, 5)
         seen |= window_ids(sim.world)
         wait_for(lambda: failing(run, "No space left on device"), within=60)
-        time.sleep(3)  # three more rounds of failing polls
+        failed_polls(run, at_least=40)
         during = scrape(run.url)
         filler.unlink()
         freed = time.monotonic()
@@ -131,8 +138,8 @@ def test_a_full_disk_heals_once_space_is_freed(
         print(f"\nfull disk: recovered {time.monotonic() - freed:.1f}s after space was freed")
         final = settled(run)
         lines = run.log_lines("No space left on device")
-    failed_polls = total(during, "synthbrew_exporter_poll_errors_total", reason="store")
-    assert failed_polls >= 40, "every source's polls failed for a few rounds"
+    failures = total(during, "synthbrew_exporter_poll_errors_total", reason="store")
+    assert failures >= 40, "every source's polls failed for a few rounds"
     assert 1 <= len(lines) <= 3, "the cause is logged, not once per failed poll"
     assert "database write failed" in lines[0]
     assert total(final, "synthbrew_exporter_store_write_errors_total") >= 1
@@ -166,7 +173,7 @@ def test_a_read_only_database_directory_heals_once_writable(
         advance(sim, 20)  # 200 new runs per source: retiring and a checkpoint are due
         seen |= window_ids(sim.world)
         wait_for(lambda: failing(run, "Permission denied"), within=60)
-        time.sleep(3)
+        failed_polls(run, at_least=30)
         during = scrape(run.url)
         directory.chmod(0o755)
         fixed = time.monotonic()
@@ -209,6 +216,7 @@ def test_out_of_memory_in_writes_and_refreshes_heals_when_the_limit_is_raised(
         wait_for(lambda: failing(run, "Out of Memory"), within=60)
         success = "synthbrew_exporter_scrape_collector_success"
         wait_for(lambda: 0 in scrape(run.url)[success].values(), within=60)
+        failed_polls(run, at_least=20)
         during = scrape(run.url)
         run.reload(memory_limit="48MB")
         raised = time.monotonic()
@@ -278,7 +286,7 @@ def test_the_upstream_killed_mid_poll_and_started_again(tmp_path: Path) -> None:
             lambda: max(scrape(run.url)["synthbrew_exporter_source_up"].values()) == 0,
             within=60,
         )
-        time.sleep(3)
+        failed_polls(run, at_least=40, reason="connect")
         during = scrape(run.url)
         lines = run.log_lines("(connect)")
         advance(sim, 5)
