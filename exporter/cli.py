@@ -56,6 +56,7 @@ from exporter.reports import (
     FORMATS,
     SQL_FORMATS,
     ReportError,
+    ReportResult,
     describe,
     load_reports,
     render,
@@ -65,6 +66,7 @@ from exporter.sharding import Shard
 from exporter.simulator import Scenario, SimulatorApp, World, demo_scenario
 from exporter.simulator.serve import serve_simulator
 from exporter.sql import SqlError
+from exporter.sql_shell import shell
 from exporter.store import DatabaseLocked, StoreError
 from exporter.supervision import TaskDied
 
@@ -335,31 +337,37 @@ def sql(
     fmt: str,
     output: Path | None,
 ) -> None:
-    """Run one read-only SELECT over the store: QUERY, --file, or stdin.
+    """Run one read-only SELECT over the store: QUERY, --file, or stdin; at a terminal with
+    no query, a prompt with history.
 
     Reads the tables and views documented in docs/sql.md and nothing else (no files, no other
     databases, no writes, no settings). Works while `run` holds the database, through its
     POST /api/sql, bounded by reports.sql_timeout_seconds and reports.sql_max_rows.
     """
-    if query is None:
-        if query_file is None and sys.stdin.isatty():
-            fail("give a query: as an argument, with --file, or on stdin")
-        query = (query_file or sys.stdin).read()
     if fmt == "parquet" and output is None:
         fail("--format parquet needs --output FILE")
     db, remote, _ = _report_source(config_path, database, url)
     limits = _sql_limits(config_path, database, url)
-    try:
+
+    def ask(text: str) -> ReportResult:
         if db is None and remote is not None:
-            result = remote_sql(remote, query)
-        else:
-            assert db is not None
-            try:
-                result = local_sql(db, query, **limits)
-            except DatabaseLocked:
-                if remote is None:
-                    fail(f"{db} is locked by a running exporter: pass --url or --config", code=1)
-                result = remote_sql(remote, query)
+            return remote_sql(remote, text)
+        assert db is not None
+        try:
+            return local_sql(db, text, **limits)
+        except DatabaseLocked:
+            if remote is None:
+                message = f"{db} is locked by a running exporter: pass --url or --config"
+                raise RemoteError(message) from None
+            return remote_sql(remote, text)
+
+    if query is None and query_file is None and sys.stdin.isatty():
+        shell(lambda text: _answer(ask, text))
+        return
+    if query is None:
+        query = (query_file or sys.stdin).read()
+    try:
+        result = ask(query)
     except SqlError as exc:
         fail(str(exc))
     except (RemoteError, StoreError) as exc:
@@ -374,6 +382,16 @@ def sql(
         click.echo(f"wrote {output}", err=True)
         return
     _emit(render(result, fmt), output)
+
+
+def _answer(ask: Callable[[str], ReportResult], text: str) -> str:
+    """One query of the interactive shell: its table, or why there is none."""
+    try:
+        result = ask(text)
+    except (SqlError, RemoteError, StoreError) as exc:
+        return f"error: {exc}"
+    note = f"(first {len(result.rows):,} rows only)\n" if result.truncated else ""
+    return render(result, "table") + note
 
 
 def _sql_limits(config_path: Path | None, database: Path | None, url: str | None) -> dict[str, Any]:
