@@ -46,6 +46,9 @@ T = TypeVar("T")
 # often enough that live stays near its bound, rarely enough to cost nothing per poll.
 RETIRE_AFTER_ROWS = 5_000
 RETIRE_AFTER = timedelta(minutes=10)
+# Checkpoint after retiring at most this often: it bounds the WAL (and a restart's replay) to a
+# few minutes of writes; every retirement would cost a checkpoint of the history per burst.
+CHECKPOINT_EVERY = timedelta(minutes=10)
 
 
 @dataclass
@@ -105,6 +108,7 @@ class Store:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-writer")
         self._added_since_retire = 0
         self._retired_at = time.monotonic()
+        self._checkpointed_at: float | None = None
         try:
             if read_only:
                 self.rollups = totals.stored_rollups(self._conn) or totals.Rollups()
@@ -329,8 +333,8 @@ class Store:
 
     @writes
     def retire(self, now: datetime) -> int:
-        """Move the live runs that can no longer change to history; returns how many. Then
-        checkpoint: the WAL stays a few minutes of writes long, so a restart replays little."""
+        """Move the live runs that can no longer change to history; returns how many. Then, at
+        most every CHECKPOINT_EVERY, checkpoint: a restart replays little WAL."""
         return self._retire(now)
 
     def _retire(self, now: datetime) -> int:
@@ -342,7 +346,9 @@ class Store:
         self.stats.retired += moved
         if moved:
             log.debug("moved %d finished run(s) to history", moved)
-            self._checkpoint()
+            last = self._checkpointed_at
+            if last is None or time.monotonic() - last >= CHECKPOINT_EVERY.total_seconds():
+                self._checkpoint()
         return moved
 
     def _checkpoint(self) -> None:
@@ -352,6 +358,7 @@ class Store:
         try:
             with self._lock:
                 self._conn.execute("CHECKPOINT")
+            self._checkpointed_at = time.monotonic()
         except duckdb.FatalException:
             raise
         except duckdb.Error as exc:
