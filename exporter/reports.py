@@ -6,10 +6,12 @@ A header looks like this::
     -- description: Billable and inserted rows of finished runs, per project and day.
     -- param: days int = 30 | how many days back, today included
     -- param: tz str = UTC | calendar timezone
+    -- chart: bar x=day y=billable_rows series=project
 
 Parameters are typed, validated and bound by name (``$days`` in the SQL): a value is never
 pasted into the query text. ``$calendar_tz`` needs no declaration: it is the timezone the
-store keeps its daily rollup in (``billing.timezone``), for ``finished_per_day``.
+store keeps its daily rollup in (``billing.timezone``), for ``finished_per_day``. A ``chart``
+line asks the ``/reports`` page to draw the result (see :class:`ChartSpec`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from exporter.store.totals import calendar_timezone
 
 FORMATS = ("table", "csv", "json")
 SQL_FORMATS = (*FORMATS, "parquet")
-_HEADER = re.compile(r"^--\s*(title|description|param):\s*(.*)$")
+_HEADER = re.compile(r"^--\s*(title|description|param|chart):\s*(.*)$")
 _PARAM = re.compile(r"^(\w+)\s+(int|float|str|date|bool|tz)\s*=\s*([^|]*?)\s*(?:\|\s*(.*))?$")
 _RELATIVE = re.compile(r"^today(?:-(\d+))?$")
 
@@ -87,12 +89,47 @@ def _parse_date(raw: str, today: date) -> date:
 
 
 @dataclass(frozen=True)
+class ChartSpec:
+    """How a report's rows become a chart: ``bar x=day y=billable_rows series=project top=8``.
+
+    ``x`` and ``series`` may name several columns (``series=project,source``: their values
+    joined with "/"); ``y`` is the one value column; ``top`` keeps the series with the largest
+    totals and sums the rest as "other". Bars of several series are stacked.
+    """
+
+    kind: str
+    x: tuple[str, ...]
+    y: str
+    series: tuple[str, ...] = ()
+    top: int | None = None
+
+    KINDS = ("bar", "line")
+
+    @classmethod
+    def parse(cls, text: str) -> ChartSpec:
+        kind, *pairs = text.split()
+        if kind not in cls.KINDS:
+            raise ValueError(f"chart kind {kind!r} is not one of {', '.join(cls.KINDS)}")
+        options = dict(pair.partition("=")[::2] for pair in pairs)
+        unknown = sorted(set(options) - {"x", "y", "series", "top"})
+        if unknown or "x" not in options or "y" not in options:
+            raise ValueError("expected: KIND x=COLUMN[,COLUMN] y=COLUMN [series=COLUMN] [top=N]")
+        series = tuple(filter(None, options.get("series", "").split(",")))
+        top = int(options["top"]) if "top" in options else None
+        return cls(kind, tuple(options["x"].split(",")), options["y"], series, top)
+
+    def columns(self) -> tuple[str, ...]:
+        return (*self.x, self.y, *self.series)
+
+
+@dataclass(frozen=True)
 class Report:
     name: str
     title: str
     description: str
     sql: str
     params: tuple[Param, ...] = ()
+    chart: ChartSpec | None = None
 
     def bind(self, given: Mapping[str, str], today: date | None = None) -> dict[str, Any]:
         today = today or datetime.now(UTC).date()
@@ -136,6 +173,7 @@ def parse_report(path: Path) -> Report:
     text = path.read_text(encoding="utf-8")
     meta: dict[str, str] = {}
     params: list[Param] = []
+    chart: ChartSpec | None = None
     for line in text.splitlines():
         header = _HEADER.match(line.strip())
         if not line.startswith("--"):
@@ -149,6 +187,13 @@ def parse_report(path: Path) -> Report:
                 raise ReportError(f"{path}: cannot read parameter declaration {value!r}")
             name, kind, default, help_text = spec.groups()
             params.append(Param(name, kind, default, help_text or ""))
+        elif key == "chart":
+            try:
+                chart = ChartSpec.parse(value)
+            except ValueError as exc:
+                raise ReportError(
+                    f"{path}: cannot read chart declaration {value!r}: {exc}"
+                ) from None
         else:
             meta[key] = value
     if "title" not in meta:
@@ -159,6 +204,7 @@ def parse_report(path: Path) -> Report:
         description=meta.get("description", ""),
         sql=text,
         params=tuple(params),
+        chart=chart,
     )
 
 

@@ -24,6 +24,7 @@ from exporter.export import ExportResult, export_parquet
 from exporter.exposition import ExpositionCache
 from exporter.httpserver import address, bind, make_server, on_reload_signal, on_stop_signals
 from exporter.metrics import SourceNames, store_metrics
+from exporter.pages import Catalog, page_routes
 from exporter.reports import Report, ReportError, ReportResult, load_reports, run_report
 from exporter.scheduler import PollScheduler
 from exporter.selfmetrics import ExporterStats
@@ -62,8 +63,22 @@ class Exporter:
         reports = load_reports(self.config.reports.queries_dir)
         if name not in reports:
             raise ReportError(f"no report named {name!r} (known: {', '.join(sorted(reports))})")
-        report = reports[name]
+        return self.query(reports[name], params)
+
+    def query(self, report: Report, params: Mapping[str, str]) -> ReportResult:
+        """``report`` with ``params`` (text, as typed) on a reader cursor."""
         return run_report(self.store.cursor(), report, report.bind(params))
+
+    def catalog(self) -> Catalog:
+        billing = self.config.billing
+        projects = {p.name: tuple(s.name for s in p.sources) for p in self.config.projects}
+        return Catalog(
+            timezone=billing.timezone,
+            projects=projects,
+            included_rows=billing.included_rows,
+            price_per_1000_rows=billing.price_per_1000_rows,
+            currency=billing.currency,
+        )
 
     def run_sql(self, sql: str) -> ReportResult:
         """One ad-hoc query (see ``exporter.sql``), bounded by the ``reports.sql_*`` settings."""
@@ -238,7 +253,8 @@ async def run(
             )
             await asyncio.to_thread(exporter.exposition.refresh)
             refresher = asyncio.create_task(exporter.exposition.run(), name="exposition")
-            app = build_app(exporter.exposition, exporter, exporter, server.basic_auth_users)
+            pages = page_routes(exporter, exporter.catalog(), lambda: datetime.now(UTC))
+            app = build_app(exporter.exposition, exporter, exporter, server.basic_auth_users, pages)
             web = make_server(
                 app,
                 ssl_certfile=str(tls.cert_file) if tls else None,
@@ -246,6 +262,7 @@ async def run(
             )
             web_task = asyncio.create_task(web.serve(sockets=[sock]), name="http")
             url = f"{'https' if tls else 'http'}://{address(sock)}"
+            announce(f"usage:      {url}/usage")
             announce(f"exporter:   {url}/  (metrics: {url}/metrics, ready: {url}/readyz)")
             announce(f"reports:    synthbrew-exporter report --url {url}")
             exporter.scheduler = PollScheduler(

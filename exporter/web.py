@@ -24,7 +24,7 @@ from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from exporter import __version__
@@ -127,6 +127,7 @@ def build_app(
     status: Status,
     api: Api | None = None,
     users: Mapping[str, SecretStr] | None = None,
+    pages: Sequence[BaseRoute] = (),
 ) -> Starlette:
     async def metrics(request: Request) -> Response:
         snapshot = await run_in_threadpool(lambda: exposition.snapshot)
@@ -209,7 +210,7 @@ def build_app(
             return JSONResponse({"error": f"no configured source {exc.args[0]}"}, status_code=404)
         return JSONResponse(answer)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/metrics", metrics),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -223,6 +224,7 @@ def build_app(
             Route("/api/export", export, methods=["POST"]),
             Route("/api/poll/{project}/{source}", poll, methods=["POST"]),
         ]
+    routes += pages
     middleware = [Middleware(BasicAuth, users=users)] if users else []
     return Starlette(routes=routes, middleware=middleware)
 
@@ -252,6 +254,7 @@ def render_landing(sources: Sequence[SourceStatus], store_problem: str | None = 
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>synthbrew-exporter</title>
+<link rel="icon" href="/static/favicon.svg">
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
 table {{ border-collapse: collapse; }}
@@ -260,7 +263,8 @@ td, th {{ padding: .3rem .7rem; border-bottom: 1px solid #ddd; }}
 </style></head>
 <body>
 <h1>synthbrew-exporter</h1>
-<p>Version {e(__version__)} &middot; <a href="/metrics">/metrics</a> &middot;
+<p>Version {e(__version__)} &middot; <a href="/usage">Usage and billing</a> &middot;
+<a href="/reports">Reports</a> &middot; <a href="/metrics">/metrics</a> &middot;
 <a href="/healthz">/healthz</a> &middot; <a href="/readyz">/readyz</a></p>
 {banner}
 <table>

@@ -3,6 +3,7 @@
 -- param: since date = month_start | first day counted
 -- param: until date = today | last day counted, included
 -- param: tz tz = UTC | timezone of the calendar
+-- chart: bar x=project,source y=billable_rows
 SELECT
     project,
     source,

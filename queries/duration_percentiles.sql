@@ -1,6 +1,7 @@
 -- title: Run duration percentiles by source
 -- description: p50, p95 and p99 of durationMs (in seconds) over finished runs, per source.
 -- param: since date = today-6 | first day counted (UTC, by queuedAt)
+-- chart: bar x=project,source y=p95_seconds
 -- Exact percentiles, interpolated as quantile_cont does, found by rank: a sort can spill to
 -- disk, where quantile_cont holds every value of a source in memory (a year of a busy fleet
 -- does not fit in database.memory_limit).

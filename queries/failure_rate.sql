@@ -1,6 +1,7 @@
 -- title: Failure rate by source and trigger
 -- description: Finished runs, failed runs and their ratio, per source and trigger.
 -- param: since date = today-6 | first day counted (UTC, by queuedAt)
+-- chart: bar x=project,source,trigger y=failure_rate
 SELECT
     project,
     source,

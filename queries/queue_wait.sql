@@ -1,6 +1,7 @@
 -- title: Queue wait by source
 -- description: Time from queuedAt to startedAt (seconds), per source: how long runs waited.
 -- param: since date = today-6 | first day counted (UTC, by queuedAt)
+-- chart: bar x=project,source y=p95_seconds
 -- Exact percentiles by rank, as in duration_percentiles: bounded memory at any history size.
 WITH ranked AS (
     SELECT

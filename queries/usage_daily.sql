@@ -3,6 +3,7 @@
 -- param: since date = today-29 | first day (YYYY-MM-DD, today, today-N, month_start)
 -- param: until date = today | last day, included
 -- param: tz tz = UTC | timezone of the calendar
+-- chart: bar x=day y=billable_rows series=project
 SELECT
     project,
     day,

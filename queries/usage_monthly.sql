@@ -3,6 +3,7 @@
 -- param: since date = today-365 | first day counted
 -- param: until date = today | last day counted, included
 -- param: tz tz = UTC | timezone of the calendar
+-- chart: bar x=month y=billable_rows series=project
 SELECT
     project,
     strftime(day, '%Y-%m') AS month,

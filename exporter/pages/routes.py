@@ -1,0 +1,190 @@
+"""The /usage and /reports pages: HTML from Jinja2 templates, charts drawn in the browser by
+the vendored Chart.js, everything served from the package (no CDN, no internet).
+
+User input reaches SQL only as a report's bound parameters; a bad value gets its message on
+the page with status 400, never a stack trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from exporter import __version__
+from exporter.pages.figures import Chart, Table, chart_from
+from exporter.pages.period import PRESETS, PageInputError, Period, parse_period
+from exporter.pages.usage import Catalog, Filters, Usage
+from exporter.reports import Report, ReportError, ReportResult, load_reports, render
+
+STATIC = Path(__file__).parent / "static"
+# Scripts and styles only from the exporter itself; chart data travels as inert JSON.
+HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
+
+
+class ReportSource(Protocol):
+    """Where the pages get their numbers: the running exporter's store, on reader cursors."""
+
+    def reports(self) -> Sequence[Report]: ...
+
+    def query(self, report: Report, params: Mapping[str, str]) -> ReportResult: ...
+
+
+def number(value: Any) -> str:
+    """A cell as people read it: thousands separated, ratios and seconds to a few digits."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int) or (value.is_integer() and abs(value) >= 1):
+        return f"{int(value):,}"
+    return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4g}"
+
+
+_env = Environment(
+    loader=PackageLoader("exporter.pages"),
+    autoescape=select_autoescape(default=True),
+    undefined=StrictUndefined,
+)
+_env.filters["number"] = number
+
+
+def _page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = _env.get_template(template).render(version=__version__, **context)
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def _download(body: str, media_type: str, filename: str) -> Response:
+    disposition = f'attachment; filename="{filename}"'
+    return Response(body, media_type=media_type, headers={"content-disposition": disposition})
+
+
+def page_routes(
+    source: ReportSource,
+    catalog: Catalog,
+    now: Callable[[], datetime],
+    bundled: Mapping[str, Report] | None = None,
+) -> list[BaseRoute]:
+    """Routes for the pages; ``bundled`` are the reports /usage is built from (the package's
+    own, whatever ``reports.queries_dir`` says)."""
+    usage_reports = bundled if bundled is not None else load_reports()
+
+    def usage_for(request: Request) -> tuple[Usage | None, Period | None, Filters, str]:
+        query = request.query_params
+        moment = now()
+        today = moment.astimezone(ZoneInfo(catalog.timezone)).date()
+        try:
+            period = parse_period(query, today)
+            filters = Filters.parse(query, catalog)
+        except PageInputError as exc:
+            return None, None, Filters(), str(exc)
+        usage = Usage(source.query, usage_reports, catalog, moment, period, filters)
+        return usage, period, filters, ""
+
+    async def usage_page(request: Request) -> Response:
+        usage, period, filters, error = usage_for(request)
+        figures = []
+        if usage is not None:
+            try:
+                figures = await run_in_threadpool(usage.figures)
+            except ReportError as exc:
+                error = str(exc)
+        return _page(
+            "usage.html",
+            400 if error else 200,
+            figures=figures,
+            period=period,
+            filters=filters,
+            query=request.url.query,
+            presets=PRESETS,
+            form=request.query_params,
+            catalog=catalog,
+            error=error,
+        )
+
+    async def usage_csv(request: Request) -> Response:
+        usage, period, _, error = usage_for(request)
+        if usage is None or period is None:
+            return Response(f"{error}\n", status_code=400, media_type="text/plain")
+        name = request.path_params["figure"]
+        try:
+            figure = await run_in_threadpool(usage.figure, name)
+        except KeyError:
+            return Response(f"no figure named {name!r}\n", status_code=404, media_type="text/plain")
+        except ReportError as exc:
+            return Response(f"{exc}\n", status_code=400, media_type="text/plain")
+        filename = f"usage-{name}-{period.since}-{period.until}.csv"
+        return _download(figure.table.csv(), "text/csv; charset=utf-8", filename)
+
+    async def reports_index(request: Request) -> Response:
+        reports = await run_in_threadpool(source.reports)
+        return _page("reports.html", reports=reports)
+
+    def find(name: str) -> Report | None:
+        return {r.name: r for r in source.reports()}.get(name)
+
+    def given(report: Report, request: Request) -> dict[str, str]:
+        """The parameters filled in; an empty field means the report's default."""
+        return {p.name: v for p in report.params if (v := request.query_params.get(p.name, ""))}
+
+    async def report_page(request: Request) -> Response:
+        name = request.path_params["name"]
+        report = await run_in_threadpool(find, name)
+        if report is None:
+            return _page("report.html", 404, report=None, name=name, error=f"no report {name!r}")
+        params = given(report, request)
+        result: ReportResult | None = None
+        chart: Chart | None = None
+        error = ""
+        try:
+            result = await run_in_threadpool(source.query, report, params)
+            if report.chart is not None:
+                chart = chart_from(report.chart, result)
+        except (ReportError, ValueError) as exc:
+            error = str(exc).removeprefix("--param ")
+        table = Table(result.columns, [list(r) for r in result.plain().rows]) if result else None
+        return _page(
+            "report.html",
+            400 if error else 200,
+            report=report,
+            name=name,
+            params=params,
+            table=table,
+            chart=chart,
+            query=request.url.query,
+            error=error,
+        )
+
+    async def report_download(request: Request) -> Response:
+        name, fmt = request.path_params["name"], request.path_params["format"]
+        report = await run_in_threadpool(find, name)
+        if report is None or fmt not in ("csv", "json"):
+            return Response("not found\n", status_code=404, media_type="text/plain")
+        try:
+            result = await run_in_threadpool(source.query, report, given(report, request))
+        except ReportError as exc:
+            return Response(f"{exc}\n", status_code=400, media_type="text/plain")
+        media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
+        return _download(render(result, fmt), media, f"{name}.{fmt}")
+
+    return [
+        Route("/usage", usage_page),
+        Route("/usage/{figure}.csv", usage_csv),
+        Route("/reports", reports_index),
+        Route("/reports/{name}.{format}", report_download),
+        Route("/reports/{name}", report_page),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]

@@ -1,0 +1,45 @@
+-- title: Failure ratio and duration by source
+-- description: Finished runs per source over a period: how many failed, and p50/p95 of durationMs in seconds (approximate, t-digest).
+-- param: since date = today-29 | first day (YYYY-MM-DD, today, today-N, month_start)
+-- param: until date = today | last day, included
+-- param: tz tz = UTC | timezone of the calendar
+-- param: project str = | only this project (empty: every project)
+-- param: source str = | only sources of this name (empty: every source)
+-- chart: bar x=project,source y=failure_ratio
+-- Counts come from the daily rollup; durations from the runs finished in the period, found by
+-- finished_at bounds that DuckDB's zone maps use (history is stored in time order).
+-- approx_quantile keeps a small digest per source where an exact percentile would hold every
+-- duration: 90 days of a busy fleet is millions of runs.
+WITH counted AS (
+    SELECT
+        project,
+        source,
+        sum(runs) AS runs,
+        coalesce(sum(runs) FILTER (WHERE status = 'failed'), 0) AS failed
+    FROM finished_per_day($tz, $since, $until, $calendar_tz)
+    WHERE ($project = '' OR project = $project) AND ($source = '' OR source = $source)
+    GROUP BY ALL
+),
+durations AS (
+    SELECT
+        project,
+        source,
+        approx_quantile(duration_seconds, 0.5) AS p50,
+        approx_quantile(duration_seconds, 0.95) AS p95
+    FROM runs
+    WHERE finished AND duration_ms IS NOT NULL
+      AND finished_at >= timezone($tz, CAST($since AS TIMESTAMP))
+      AND finished_at < timezone($tz, CAST($until + 1 AS TIMESTAMP))
+      AND ($project = '' OR project = $project) AND ($source = '' OR source = $source)
+    GROUP BY ALL
+)
+SELECT
+    c.project,
+    c.source,
+    c.runs,
+    c.failed,
+    round(c.failed / c.runs, 4) AS failure_ratio,
+    round(d.p50, 3) AS p50_seconds,
+    round(d.p95, 3) AS p95_seconds
+FROM counted c LEFT JOIN durations d USING (project, source)
+ORDER BY failure_ratio DESC, c.project, c.source;
