@@ -15,7 +15,8 @@ newest (a first poll after a long outage), which must be looked for in history f
 
 Targets at 100,000,000 runs: no failed polls; peak RSS <= 300 MB and within 15 % of the empty
 database's; store seconds per /metrics refresh <= 2x the empty database's; upsert rate >= 80 %
-of it; /readyz within two intervals (120 s); every named report <= 10 s (<= 2 s at 10,000,000).
+of it; /readyz within two intervals (120 s); every named report <= 10 s (<= 2 s at 10,000,000);
+every page of :data:`PAGES` <= 1 s at 10,000,000.
 """
 
 from __future__ import annotations
@@ -98,6 +99,18 @@ class Measured:
     live_runs: int = 0
     history_lookups: int = 0
     reports_ms: dict[str, float] = field(default_factory=dict)
+    pages_ms: dict[str, float] = field(default_factory=dict)
+
+
+# The pages as a user opens them: the usage page's default (90 days), its longest period, a
+# filter, and a report page with a chart. Each is timed three times; the slowest counts.
+PAGES = {
+    "usage (90 days)": "/usage",
+    "usage (366 days)": "/usage?period=custom&since={year_ago}&until={today}",
+    "usage (one project, this month)": "/usage?period=this_month&project=p0",
+    "reports/usage_daily": "/reports/usage_daily",
+    "reports/source_health": "/reports/source_health",
+}
 
 
 def pristine(runs: int, world: World) -> Path:
@@ -151,6 +164,19 @@ def measure(runs: int, world: World, workdir: Path, minutes: float) -> Measured:
             if answer.status_code != 200:
                 out.reports_ms[name] = float("nan")
                 print(f"  report {name}: HTTP {answer.status_code}: {answer.text[:300]}")
+        today = datetime.now(UTC).date()
+        for name, path in PAGES.items():
+            target = path.format(year_ago=today - timedelta(days=365), today=today)
+            times = []
+            for _ in range(3):
+                began = time.perf_counter()
+                answer = httpx.get(f"{url}{target}", timeout=300)
+                times.append((time.perf_counter() - began) * 1000)
+                if answer.status_code != 200:
+                    print(f"  page {target}: HTTP {answer.status_code}: {answer.text[:300]}")
+                    times = [float("nan")]
+                    break
+            out.pages_ms[name] = round(max(times), 1)
         final = _scrape(url)
         out.polls_ok = int(_total(final, "synthbrew_exporter_polls_total", outcome="success"))
         out.polls_failed = int(_total(final, "synthbrew_exporter_polls_total", outcome="error"))
@@ -307,6 +333,10 @@ def table(rows: list[Measured]) -> str:
     lines.append("report latency (ms): " + " | ".join(f"{m.runs:,}" for m in rows))
     for name in base.reports_ms:
         lines.append(f"  {name:<22} " + " | ".join(f"{m.reports_ms[name]:>9}" for m in rows))
+    lines.append("")
+    lines.append("page latency, slowest of 3 (ms): " + " | ".join(f"{m.runs:,}" for m in rows))
+    for name in base.pages_ms:
+        lines.append(f"  {name:<32} " + " | ".join(f"{m.pages_ms[name]:>9}" for m in rows))
     return "\n".join(lines)
 
 

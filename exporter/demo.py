@@ -1,17 +1,38 @@
-"""``run --demo``: the simulator and the exporter in one process, no config file needed."""
+"""``run --demo``: the simulator and the exporter in one process, no config file needed.
+
+A new demo database is first given 30 days of the simulator's runs, as if the exporter had been
+polling for a month, so the usage pages have history to show. The simulator's runs are fixed in
+time (its epoch is a constant), so a demo restarted later stores the same runs under the same
+ids. When Debian's ``prometheus`` is installed, the demo also starts it with the project's
+configuration and rules, scraping the demo exporter.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import yaml
 
 from exporter import service
 from exporter.config import Config, parse_config
 from exporter.httpserver import address, bind, make_server
+from exporter.models import GenerationEvent
 from exporter.simulator import Scenario, SimulatorApp, World, demo_scenario
+from exporter.store import Store
+from exporter.store.ingest import PageIn
 
 DEMO_KEY = "sb_api_demo_key"
+DEMO_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+HISTORY_DAYS = 30
+PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "prometheus"  # in a checkout only
+PROMETHEUS_LISTEN = "127.0.0.1:9796"
 
 
 def demo_config(base_url: str, scenario: Scenario, db_path: Path, listen: str) -> Config:
@@ -21,6 +42,10 @@ def demo_config(base_url: str, scenario: Scenario, db_path: Path, listen: str) -
             "collector": {"interval_seconds": 15},
             "database": {"path": str(db_path)},
             "server": {"listen": listen},
+            "billing": {
+                "price_per_1000_rows": 0.02,
+                "included_rows": {"shop": 2_500_000_000, "analytics": 4_000_000_000},
+            },
             "projects": [
                 {
                     "id": str(p.id),
@@ -34,27 +59,96 @@ def demo_config(base_url: str, scenario: Scenario, db_path: Path, listen: str) -
     )
 
 
+def seed_history(config: Config, world: World, days: int, now: datetime) -> int:
+    """Store the simulator's runs of the last ``days`` in an empty database, the way polls
+    would have (the same pages into the same store); a database with runs is left alone."""
+    store = Store(config.database.path, memory_limit=config.database.memory_limit)
+    try:
+        if sum(store.event_counts().values()):
+            return 0
+        since = now - timedelta(days=days)
+        stored = 0
+        for key, state in world.sources.items():
+            per_day = state.source.runs_per_hour * 24
+            specs = [s for s in world.runs(state, now, int(per_day * days)) if s.queued_at >= since]
+            events = [GenerationEvent.model_validate(world.event(state, s, now)) for s in specs]
+            for start in range(0, len(events), 5_000):
+                page = PageIn(key[0], key[1], events[start : start + 5_000], full_window=False)
+                store.ingest([page], now=now, stale_after=timedelta())
+            stored += len(events)
+        return stored
+    finally:
+        store.close()
+
+
+@contextmanager
+def prometheus(exporter_listen: str, data_dir: Path) -> Iterator[str | None]:
+    """Debian's Prometheus with the project's rules, scraping the demo; None when either the
+    binary or the rules (a source checkout) are missing."""
+    exe = shutil.which("prometheus")
+    if exe is None or not PROMETHEUS_DIR.is_dir():
+        yield None
+        return
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
+    config["rule_files"] = [str(PROMETHEUS_DIR / rule) for rule in config["rule_files"]]
+    config["scrape_configs"][0]["scrape_interval"] = "15s"
+    config["scrape_configs"][0]["static_configs"] = [{"targets": [exporter_listen]}]
+    path = data_dir / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    proc = subprocess.Popen(
+        [
+            exe,
+            f"--config.file={path}",
+            f"--storage.tsdb.path={data_dir / 'data'}",
+            f"--web.listen-address={PROMETHEUS_LISTEN}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(data_dir / "prometheus.log").open("w"),
+    )
+    try:
+        yield f"http://{PROMETHEUS_LISTEN}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 async def run_demo(
     *, listen: str, simulator_listen: str, db_path: Path, announce: Callable[[str], object]
 ) -> None:
     scenario = demo_scenario()
+    scenario.epoch = DEMO_EPOCH
     sim = SimulatorApp(World(scenario))
     sock = bind(simulator_listen)
     sim_server = make_server(sim.app)
     sim_task = asyncio.create_task(sim_server.serve(sockets=[sock]))
     config = demo_config(f"http://{address(sock)}/api", scenario, db_path, listen)
-    announce(f"simulator:  http://{address(sock)}/api  (serving {len(sim.world.sources)} sources)")
-    announce(f"database:   {db_path}")
-    announce(
-        "prometheus: prometheus --config.file=prometheus/prometheus.yml"
-        f"  (scrapes {listen}; rules in prometheus/rules/)"
+    seeded = await asyncio.to_thread(
+        seed_history, config, sim.world, HISTORY_DAYS, sim.world.clock.now()
     )
-    announce(
-        "grafana:    mount grafana/provisioning at /etc/grafana/provisioning and"
-        " grafana/dashboards at /var/lib/grafana/dashboards/synthbrew (or: docker compose up)"
-    )
+    if seeded:
+        announce(f"history:    {seeded:,} simulated runs of the last {HISTORY_DAYS} days stored")
+
+    def serving(url: str) -> None:
+        announce(
+            f"simulator:  http://{address(sock)}/api  (serving {len(sim.world.sources)} sources)"
+        )
+        announce(f"database:   {db_path}")
+        announce(
+            f"prometheus: {prom}/alerts  (the project's rules, scraping {listen})"
+            if prom
+            else "prometheus: not installed (Debian: apt-get install prometheus)"
+        )
+        announce(
+            "grafana:    mount grafana/provisioning at /etc/grafana/provisioning and"
+            " grafana/dashboards at /var/lib/grafana/dashboards/synthbrew (or: docker compose up)"
+        )
+
     try:
-        await service.run(config, announce=announce)
+        with (
+            tempfile.TemporaryDirectory(prefix="synthbrew-demo-prometheus-") as tmp,
+            prometheus(listen, Path(tmp)) as prom,
+        ):
+            await service.run(config, announce=announce, serving=serving)
     finally:
         sim_server.should_exit = True
         await sim_task

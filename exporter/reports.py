@@ -107,16 +107,17 @@ class ChartSpec:
 
     @classmethod
     def parse(cls, text: str) -> ChartSpec:
-        kind, *pairs = text.split()
+        shape = "expected: KIND x=COLUMN[,COLUMN] y=COLUMN [series=COLUMN[,COLUMN]] [top=N]"
+        kind, *pairs = text.split() or [""]
         if kind not in cls.KINDS:
             raise ValueError(f"chart kind {kind!r} is not one of {', '.join(cls.KINDS)}")
         options = dict(pair.partition("=")[::2] for pair in pairs)
         unknown = sorted(set(options) - {"x", "y", "series", "top"})
-        if unknown or "x" not in options or "y" not in options:
-            raise ValueError("expected: KIND x=COLUMN[,COLUMN] y=COLUMN [series=COLUMN] [top=N]")
+        top = options.get("top", "0")
+        if unknown or "x" not in options or "y" not in options or not top.isdigit():
+            raise ValueError(shape)
         series = tuple(filter(None, options.get("series", "").split(",")))
-        top = int(options["top"]) if "top" in options else None
-        return cls(kind, tuple(options["x"].split(",")), options["y"], series, top)
+        return cls(kind, tuple(options["x"].split(",")), options["y"], series, int(top) or None)
 
     def columns(self) -> tuple[str, ...]:
         return (*self.x, self.y, *self.series)

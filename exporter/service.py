@@ -218,8 +218,10 @@ async def run(
     stop: asyncio.Event | None = None,
     announce: Callable[[str], object] = lambda _: None,
     reload: Callable[[], Config] | None = None,
+    serving: Callable[[str], object] = lambda _: None,
 ) -> None:
     """Poll on schedule and serve HTTP until SIGINT/SIGTERM (or ``stop``), then shut down.
+    ``serving`` is told the exporter's URL once it answers, after its own announcements.
     SIGHUP applies ``reload()``'s ``database.memory_limit``. Raises TaskDied when work the
     exporter cannot do without has stopped."""
     stop = stop or asyncio.Event()
@@ -264,7 +266,8 @@ async def run(
             url = f"{'https' if tls else 'http'}://{address(sock)}"
             announce(f"usage:      {url}/usage")
             announce(f"exporter:   {url}/  (metrics: {url}/metrics, ready: {url}/readyz)")
-            announce(f"reports:    synthbrew-exporter report --url {url}")
+            announce(f"reports:    {url}/reports  (or: synthbrew-exporter report --url {url})")
+            serving(url)
             exporter.scheduler = PollScheduler(
                 exporter.collector, exporter.targets, exporter.faults
             )

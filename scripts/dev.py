@@ -3,8 +3,9 @@
 
 Why a script and not a Makefile: the only thing a fresh machine is promised is python3. This
 script creates a private venv holding a pinned `uv`, lets uv build `.venv` from `uv.lock` (so
-every machine gets the same versions), installs Debian's `prometheus` for promtool when it is
-missing and we are allowed to, and then hands over to the real command.
+every machine gets the same versions), installs the Debian packages the tests run for real
+(prometheus, chromium, chromium-driver) when they are missing and we are allowed to, and then
+hands over to the real command.
 """
 
 from __future__ import annotations
@@ -43,17 +44,29 @@ def sync() -> None:
     sh(uv(), "sync", "--locked", "--compile-bytecode", "--python", sys.executable)
 
 
-def ensure_promtool() -> None:
-    """Install Debian's prometheus (promtool + server) for the Prometheus-backed tests."""
-    if shutil.which("promtool") and shutil.which("prometheus"):
+# Debian packages the tests run for real: promtool and the Prometheus server, and a headless
+# browser with its driver for the pages.
+DEBIAN_TOOLS = {
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+}
+
+
+def ensure_debian_tools() -> None:
+    """Install what is missing of :data:`DEBIAN_TOOLS`; the tests that need it skip otherwise."""
+    packages = sorted({pkg for exe, pkg in DEBIAN_TOOLS.items() if not shutil.which(exe)})
+    if not packages:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        print("! promtool missing and cannot install it here: those tests will skip", flush=True)
+        print(f"! {', '.join(packages)} missing and cannot install here: those tests will skip")
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "prometheus"]):
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    # The package starts a system Prometheus on :9090; the tests start their own.
     subprocess.run(["service", "prometheus", "stop"], check=False, capture_output=True)
 
 
@@ -63,7 +76,7 @@ def venv_bin(name: str) -> str:
 
 def test(args: list[str]) -> int:
     sync()
-    ensure_promtool()
+    ensure_debian_tools()
     failed = []
     checks = {
         "ruff check": [venv_bin("ruff"), "check", "."],

@@ -53,6 +53,20 @@ def test_tls_and_basic_auth(
         unknown = httpx.get(f"{url}/metrics", verify=ca, auth=("mallory", PASSWORD))
         right = httpx.get(f"{url}/metrics", verify=ca, auth=("prometheus", PASSWORD))
         again = httpx.get(f"{url}/", verify=ca, auth=("prometheus", PASSWORD))
+        pages = {
+            path: (
+                httpx.get(f"{url}{path}", verify=ca).status_code,
+                httpx.get(f"{url}{path}", verify=ca, auth=("prometheus", PASSWORD)).status_code,
+            )
+            for path in (
+                "/usage",
+                "/usage/month.csv",
+                "/reports",
+                "/reports/usage_daily",
+                "/reports/usage_daily.csv",
+                "/static/app.js",
+            )
+        }
         health = httpx.get(f"{url}/healthz", verify=ca)
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/metrics")  # the system trust store does not know this CA
@@ -76,6 +90,7 @@ def test_tls_and_basic_auth(
     assert right.status_code == 200
     assert "synthbrew_source_info" in right.text
     assert again.status_code == 200
+    assert pages == dict.fromkeys(pages, (401, 200)), "pages sit behind the same auth"
     assert health.status_code == 200
     assert plain in (0, 400), "no plain HTTP on the TLS port"
     assert report.returncode == 0, report.stderr

@@ -1,0 +1,151 @@
+"""The pages' pure parts: periods, filters, figures from report rows, number formatting."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from exporter.pages.figures import OTHER, chart_from
+from exporter.pages.period import MAX_DAYS, PageInputError, parse_period
+from exporter.pages.routes import number
+from exporter.pages.usage import Catalog, Filters
+from exporter.reports import ChartSpec, ReportError, ReportResult, parse_report
+
+TODAY = date(2026, 3, 31)
+
+
+@pytest.mark.parametrize(
+    ("query", "since", "until"),
+    [
+        ({}, date(2026, 1, 1), TODAY),  # the default: the last 90 days
+        ({"period": "this_month"}, date(2026, 3, 1), TODAY),
+        ({"period": "last_month"}, date(2026, 2, 1), date(2026, 2, 28)),
+        ({"period": "7d"}, date(2026, 3, 25), TODAY),
+        ({"period": "30d"}, date(2026, 3, 2), TODAY),
+        (
+            {"period": "custom", "since": "2025-12-24", "until": "2026-01-02"},
+            date(2025, 12, 24),
+            date(2026, 1, 2),
+        ),
+        # Dates typed for another preset are ignored.
+        ({"period": "7d", "since": "nonsense"}, date(2026, 3, 25), TODAY),
+    ],
+)
+def test_periods(query: dict[str, str], since: date, until: date) -> None:
+    period = parse_period(query, TODAY)
+    assert (period.since, period.until) == (since, until)
+    assert len(period.days) == (until - since).days + 1
+    assert period.days[0] == since
+    assert period.days[-1] == until
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"period": "year"}, "period: 'year' is not one of"),
+        ({"period": "custom", "since": "2026-01-01"}, "until: a custom period needs both dates"),
+        ({"period": "custom", "since": "01/02/2026", "until": "2026-01-03"}, "since: '01/02/2026'"),
+        ({"period": "custom", "since": "2026-02-01", "until": "2026-01-01"}, "is before since"),
+        ({"period": "custom", "since": "2016-01-01", "until": "2026-01-01"}, f"at most {MAX_DAYS}"),
+    ],
+)
+def test_bad_periods_say_what_is_wrong(query: dict[str, str], message: str) -> None:
+    with pytest.raises(PageInputError, match=message):
+        parse_period(query, TODAY)
+
+
+CATALOG = Catalog("UTC", {"shop": ("orders", "customers"), "lab": ("orders",)}, {}, None, "USD")
+
+
+def test_filters() -> None:
+    assert Filters.parse({"project": "shop", "source": "customers"}, CATALOG) == Filters(
+        "shop", "customers"
+    )
+    assert Filters.parse({"source": "orders"}, CATALOG).keeps("lab", "orders")
+    assert not Filters.parse({"project": "lab"}, CATALOG).keeps("shop", "orders")
+    with pytest.raises(PageInputError, match="no project named 'nope' \\(known: lab, shop\\)"):
+        Filters.parse({"project": "nope"}, CATALOG)
+    with pytest.raises(PageInputError, match="no source named 'customers' in project 'lab'"):
+        Filters.parse({"project": "lab", "source": "customers"}, CATALOG)
+
+
+def test_chart_spec_parsing() -> None:
+    spec = ChartSpec.parse("bar x=day y=billable_rows series=project,source top=3")
+    assert spec == ChartSpec("bar", ("day",), "billable_rows", ("project", "source"), 3)
+    wrong_shape = "expected: KIND x=COLUMN"
+    for bad, message in [
+        ("pie x=a y=b", "chart kind 'pie' is not one of bar, line"),
+        ("bar x=a", wrong_shape),
+        ("bar x=a y=b colour=red", wrong_shape),
+        ("bar x=a y=b top=many", wrong_shape),
+        ("", "chart kind '' is not one of"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            ChartSpec.parse(bad)
+
+
+def test_a_bad_chart_line_names_the_report_file(tmp_path: Path) -> None:
+    path = tmp_path / "mine.sql"
+    path.write_text("-- title: Mine\n-- chart: pie x=a y=b\nSELECT 1 AS a, 2 AS b\n")
+    with pytest.raises(
+        ReportError,
+        match=r"mine\.sql: cannot read chart declaration 'pie x=a y=b': chart kind 'pie'",
+    ):
+        parse_report(path)
+
+
+def test_figure_sums_per_day_fills_empty_days_and_keeps_the_top_series() -> None:
+    result = ReportResult(
+        ["day", "project", "source", "billable_rows"],
+        [
+            ("2026-03-01", "shop", "a", 10),
+            ("2026-03-01", "shop", "b", 1),
+            ("2026-03-01", "shop", "c", 2),
+            ("2026-03-03", "shop", "a", 5),
+            ("2026-03-03", "shop", "c", None),
+        ],
+    )
+    spec = ChartSpec("bar", ("day",), "billable_rows", ("project", "source"), top=2)
+    days = ["2026-03-01", "2026-03-02", "2026-03-03"]
+    chart = chart_from(spec, result, x_values=days, x_title="day (UTC)")
+    assert chart.labels == days
+    assert [(d.label, d.data) for d in chart.datasets] == [
+        ("shop/a", [10, 0, 5]),
+        ("shop/c", [2, 0, 0]),
+        (OTHER, [1, 0, 0]),
+    ]
+    assert chart.stacked
+    table = chart.table()
+    assert table.columns == ["day (UTC)", "shop/a", "shop/c", OTHER, "total"]
+    assert table.rows[0] == ["2026-03-01", 10, 2, 1, 13]
+    assert table.csv().splitlines()[2] == "2026-03-02,0,0,0,0"
+
+
+def test_figure_without_series_keeps_row_order_and_is_not_stacked() -> None:
+    result = ReportResult(["project", "source", "ratio"], [("b", "x", 0.5), ("a", "y", 0.25)])
+    chart = chart_from(ChartSpec("bar", ("project", "source"), "ratio"), result)
+    assert chart.labels == ["b/x", "a/y"]
+    assert [d.data for d in chart.datasets] == [[0.5, 0.25]]
+    assert not chart.stacked
+    assert chart.table().columns == ["project/source", "ratio"]
+    with pytest.raises(ValueError, match="chart column 'nope'"):
+        chart_from(ChartSpec("bar", ("nope",), "ratio"), result)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (None, ""),
+        (1234567, "1,234,567"),
+        (1234567.0, "1,234,567"),
+        (1234.5678, "1,234.57"),
+        (0.123456, "0.1235"),
+        (0.0, "0"),
+        (True, "True"),
+        ("2026-03-01", "2026-03-01"),
+    ],
+)
+def test_number_formatting(value: object, shown: str) -> None:
+    assert number(value) == shown
