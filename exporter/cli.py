@@ -211,6 +211,12 @@ def collect(config_path: Path | None, shard: str | None) -> None:
 @click.option("--listen", default=None, help="HOST:PORT for the exporter (default: config).")
 @click.option("--simulator-listen", default="127.0.0.1:9795", show_default=True)
 @click.option(
+    "--prometheus-listen",
+    default="127.0.0.1:9796",
+    show_default=True,
+    help="With --demo: where Debian's prometheus (when installed) serves.",
+)
+@click.option(
     "--database",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("synthbrew-demo.duckdb"),
@@ -223,6 +229,7 @@ def run(
     demo: bool,
     listen: str | None,
     simulator_listen: str,
+    prometheus_listen: str,
     database: Path,
     shard: str | None,
 ) -> None:
@@ -233,6 +240,7 @@ def run(
                 run_demo(
                     listen=listen or f"127.0.0.1:{DEFAULT_PORT}",
                     simulator_listen=simulator_listen,
+                    prometheus_listen=prometheus_listen,
                     db_path=database,
                     announce=click.echo,
                 )

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,7 +32,6 @@ DEMO_KEY = "sb_api_demo_key"
 DEMO_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 HISTORY_DAYS = 30
 PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "prometheus"  # in a checkout only
-PROMETHEUS_LISTEN = "127.0.0.1:9796"
 
 
 def demo_config(base_url: str, scenario: Scenario, db_path: Path, listen: str) -> Config:
@@ -82,9 +81,9 @@ def seed_history(config: Config, world: World, days: int, now: datetime) -> int:
 
 
 @contextmanager
-def prometheus(exporter_listen: str, data_dir: Path) -> Iterator[str | None]:
-    """Debian's Prometheus with the project's rules, scraping the demo; None when either the
-    binary or the rules (a source checkout) are missing."""
+def prometheus(target: str, listen: str, data_dir: Path) -> Iterator[str | None]:
+    """Debian's Prometheus with the project's rules, scraping ``target`` (HOST:PORT); None when
+    either the binary or the rules (a source checkout) are missing."""
     exe = shutil.which("prometheus")
     if exe is None or not PROMETHEUS_DIR.is_dir():
         yield None
@@ -92,28 +91,34 @@ def prometheus(exporter_listen: str, data_dir: Path) -> Iterator[str | None]:
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
     config["rule_files"] = [str(PROMETHEUS_DIR / rule) for rule in config["rule_files"]]
     config["scrape_configs"][0]["scrape_interval"] = "15s"
-    config["scrape_configs"][0]["static_configs"] = [{"targets": [exporter_listen]}]
+    config["scrape_configs"][0]["static_configs"] = [{"targets": [target]}]
     path = data_dir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    proc = subprocess.Popen(
-        [
-            exe,
-            f"--config.file={path}",
-            f"--storage.tsdb.path={data_dir / 'data'}",
-            f"--web.listen-address={PROMETHEUS_LISTEN}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(data_dir / "prometheus.log").open("w"),
-    )
-    try:
-        yield f"http://{PROMETHEUS_LISTEN}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with (data_dir / "prometheus.log").open("w") as log:
+        proc = subprocess.Popen(
+            [
+                exe,
+                f"--config.file={path}",
+                f"--storage.tsdb.path={data_dir / 'data'}",
+                f"--web.listen-address={listen}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            yield f"http://{listen}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 async def run_demo(
-    *, listen: str, simulator_listen: str, db_path: Path, announce: Callable[[str], object]
+    *,
+    listen: str,
+    simulator_listen: str,
+    prometheus_listen: str,
+    db_path: Path,
+    announce: Callable[[str], object],
 ) -> None:
     scenario = demo_scenario()
     scenario.epoch = DEMO_EPOCH
@@ -127,29 +132,29 @@ async def run_demo(
     )
     if seeded:
         announce(f"history:    {seeded:,} simulated runs of the last {HISTORY_DAYS} days stored")
+    with ExitStack() as cleanup:
 
-    def serving(url: str) -> None:
-        announce(
-            f"simulator:  http://{address(sock)}/api  (serving {len(sim.world.sources)} sources)"
-        )
-        announce(f"database:   {db_path}")
-        announce(
-            f"prometheus: {prom}/alerts  (the project's rules, scraping {listen})"
-            if prom
-            else "prometheus: not installed (Debian: apt-get install prometheus)"
-        )
-        announce(
-            "grafana:    mount grafana/provisioning at /etc/grafana/provisioning and"
-            " grafana/dashboards at /var/lib/grafana/dashboards/synthbrew (or: docker compose up)"
-        )
+        def serving(url: str) -> None:
+            """Once the exporter answers: Prometheus can scrape it, and the rest is printed."""
+            tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="synthbrew-demo-"))
+            target = url.split("://", 1)[1]
+            prom = cleanup.enter_context(prometheus(target, prometheus_listen, Path(tmp)))
+            announce(f"simulator:  http://{address(sock)}/api  ({len(sim.world.sources)} sources)")
+            announce(f"database:   {db_path}")
+            announce(
+                f"prometheus: {prom}/alerts  (the project's rules, scraping {target})"
+                if prom
+                else "prometheus: not installed (Debian: apt-get install prometheus)"
+            )
+            announce(
+                "grafana:    mount grafana/provisioning at /etc/grafana/provisioning and"
+                " grafana/dashboards at /var/lib/grafana/dashboards/synthbrew"
+                " (or: docker compose up)"
+            )
 
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="synthbrew-demo-prometheus-") as tmp,
-            prometheus(listen, Path(tmp)) as prom,
-        ):
+        try:
             await service.run(config, announce=announce, serving=serving)
-    finally:
-        sim_server.should_exit = True
-        await sim_task
-        sock.close()
+        finally:
+            sim_server.should_exit = True
+            await sim_task
+            sock.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import time
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import Sim, make_scenario
-from tests.e2e import collect, write_config
+from tests.e2e import collect, free_port, write_config
 from tests.test_cli import EXE
 
 pytestmark = pytest.mark.e2e
@@ -121,8 +122,11 @@ def test_second_writer_gets_a_clear_lock_error(
     assert "Traceback" not in result.stderr
 
 
-def test_run_demo_serves_the_simulator_and_metrics(tmp_path: Path) -> None:
+def test_run_demo_prints_usage_first_and_serves_history_metrics_and_prometheus(
+    tmp_path: Path,
+) -> None:
     db = tmp_path / "demo.duckdb"
+    prometheus = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
         [
             EXE,
@@ -134,6 +138,8 @@ def test_run_demo_serves_the_simulator_and_metrics(tmp_path: Path) -> None:
             "127.0.0.1:0",
             "--listen",
             "127.0.0.1:0",
+            "--prometheus-listen",
+            prometheus,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -141,22 +147,50 @@ def test_run_demo_serves_the_simulator_and_metrics(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(5)]
-        assert lines[0].startswith("simulator:  http://127.0.0.1:")
-        assert lines[2].startswith("prometheus: prometheus --config.file=prometheus/prometheus.yml")
-        assert lines[4].startswith("exporter:   http://127.0.0.1:")
-        url = lines[4].split()[1].rstrip("/")
+        lines = [proc.stdout.readline() for _ in range(8)]
+        assert lines[0].startswith("history:    ")  # a month of runs before the first poll
+        urls = [word for line in lines for word in line.split() if "://" in word]
+        assert urls[0].endswith("/usage"), "the first URL printed is the usage page"
+        assert lines[1].startswith("usage:      http://127.0.0.1:")
+        url = lines[1].split()[1].removesuffix("/usage")
         deadline = time.monotonic() + 60
         while httpx.get(f"{url}/readyz").status_code != 200:
             assert time.monotonic() < deadline, "the demo never became ready"
             time.sleep(0.2)
         metrics = httpx.get(f"{url}/metrics").text
+        usage = httpx.get(f"{url}/usage/billable.csv?period=30d").text.splitlines()
+        prom_line = next(line for line in lines if line.startswith("prometheus:"))
+        if shutil.which("prometheus"):
+            assert prom_line.split()[1] == f"http://{prometheus}/alerts"
+            assert_prometheus_scrapes(f"http://{prometheus}")
+        else:
+            assert "not installed" in prom_line
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert 'synthbrew_generation_runs_total{project="shop",source="orders"' in metrics
-    assert db_events_at(db) > 0
+    assert len(usage) == 31  # a header and 30 days ...
+    assert all(int(line.rsplit(",", 1)[1]) > 0 for line in usage[1:])  # ... each with usage
+    assert db_events_at(db) > 100_000
+
+
+def assert_prometheus_scrapes(prometheus: str) -> None:
+    """The demo's Prometheus loaded the project's rules and scrapes the demo exporter."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            targets = httpx.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]
+            rules = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
+        except httpx.TransportError:
+            targets, rules = [], []
+        if targets and targets[0]["health"] == "up" and rules:
+            break
+        assert time.monotonic() < deadline, f"prometheus never scraped the demo: {targets}"
+        time.sleep(1)
+    names = {rule["name"] for group in rules for rule in group["rules"]}
+    assert "SynthbrewExporterStoreNotWritable" in names
+    assert "synthbrew:generation_billable_rows:increase1h" in names
 
 
 def db_events_at(db: Path) -> int:

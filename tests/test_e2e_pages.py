@@ -193,7 +193,7 @@ def test_usage_page_draws_the_reports_numbers(browser: Any, running: tuple[Runni
     head, rows = table(browser, "#figure-billable table")
     assert head[0] == f"day ({TZ})"
     expected = {
-        (r["day"], f"{r['project']}/{r['source']}"): r["billable_rows"]
+        (r["day"], r["source"]): r["billable_rows"]
         for r in report(run, "usage_by_source_daily", **period)
         if r["billable_rows"]
     }

@@ -9,7 +9,7 @@ import pytest
 
 from exporter.pages.figures import OTHER, chart_from
 from exporter.pages.period import MAX_DAYS, PageInputError, parse_period
-from exporter.pages.routes import number
+from exporter.pages.routes import number, report_chart
 from exporter.pages.usage import Catalog, Filters
 from exporter.reports import ChartSpec, ReportError, ReportResult, parse_report
 
@@ -149,3 +149,27 @@ def test_figure_without_series_keeps_row_order_and_is_not_stacked() -> None:
 )
 def test_number_formatting(value: object, shown: str) -> None:
     assert number(value) == shown
+
+
+def test_a_report_chart_shows_every_day_of_its_period_and_its_timezone(tmp_path: Path) -> None:
+    path = tmp_path / "daily.sql"
+    path.write_text(
+        "-- title: Daily\n-- param: since date = today-2\n-- param: until date = today\n"
+        "-- param: tz tz = UTC\n-- chart: bar x=day y=n series=project\nSELECT 1\n"
+    )
+    report = parse_report(path)
+    assert report.chart is not None
+    bound = report.bind({"since": "2026-03-01", "until": "2026-03-03", "tz": "Asia/Tokyo"})
+    result = ReportResult(["day", "project", "n"], [("2026-03-02", "shop", 4)])
+    chart = report_chart(report, report.chart, bound, result)
+    assert chart.labels == ["2026-03-01", "2026-03-02", "2026-03-03"]
+    assert chart.datasets[0].data == [0, 4, 0]
+    assert chart.x_title == "day (Asia/Tokyo)"
+
+
+def test_other_from_a_report_stays_last_however_large() -> None:
+    result = ReportResult(
+        ["day", "source", "n"], [("d1", "other", 100), ("d1", "shop/a", 5), ("d1", "shop/b", 7)]
+    )
+    chart = chart_from(ChartSpec("bar", ("day",), "n", ("source",)), result)
+    assert [d.label for d in chart.datasets] == ["shop/b", "shop/a", OTHER]

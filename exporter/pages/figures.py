@@ -102,14 +102,15 @@ def chart_from(
         value = row[index[spec.y]]
         by_x = sums.setdefault(series, {})
         by_x[x] = by_x.get(x, 0.0) + (float(value) if value is not None else 0.0)
-    ranked = sorted(sums, key=lambda s: -sum(sums[s].values()))
+    # Largest first, "other" (from the report or made here) always last.
+    ranked = sorted(sums, key=lambda s: (s == OTHER, -sum(sums[s].values())))
     if spec.top is not None and len(ranked) > spec.top:
-        other: dict[str, float] = {}
+        other = sums.setdefault(OTHER, {})
         for series in ranked[spec.top :]:
-            for x, v in sums[series].items():
-                other[x] = other.get(x, 0.0) + v
+            if series != OTHER:
+                for x, v in sums[series].items():
+                    other[x] = other.get(x, 0.0) + v
         ranked = [*ranked[: spec.top], OTHER]
-        sums[OTHER] = other
     datasets = [Dataset(s, [_number(sums[s].get(x, 0.0)) for x in order]) for s in ranked]
     return Chart(
         kind=spec.kind,

@@ -8,7 +8,7 @@ the page with status 400, never a stack trace.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -24,9 +24,17 @@ from exporter import __version__
 from exporter.pages.figures import Chart, Table, chart_from
 from exporter.pages.period import PRESETS, PageInputError, Period, parse_period
 from exporter.pages.usage import Catalog, Filters, Usage
-from exporter.reports import Report, ReportError, ReportResult, load_reports, render
+from exporter.reports import (
+    ChartSpec,
+    Report,
+    ReportError,
+    ReportResult,
+    load_reports,
+    render,
+)
 
 STATIC = Path(__file__).parent / "static"
+MAX_AXIS_DAYS = 3660  # a day axis filled beyond this would be unreadable; longer ones are not
 # Scripts and styles only from the exporter itself; chart data travels as inert JSON.
 HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
@@ -60,6 +68,23 @@ _env = Environment(
     undefined=StrictUndefined,
 )
 _env.filters["number"] = number
+
+
+def report_chart(
+    report: Report, spec: ChartSpec, bound: Mapping[str, Any], result: ReportResult
+) -> Chart:
+    """A report's chart with honest axes: a day axis has every day from ``since`` to ``until``
+    (empty days too, up to :data:`MAX_AXIS_DAYS`), and a calendar axis names the report's
+    timezone."""
+    x_values = None
+    x_title = "/".join(spec.x)
+    if spec.x == ("day",) and isinstance(bound.get("since"), date):
+        until = bound.get("until", bound["since"])
+        days = min((until - bound["since"]).days + 1, MAX_AXIS_DAYS)
+        x_values = [(bound["since"] + timedelta(days=i)).isoformat() for i in range(days)]
+    if spec.x in (("day",), ("month",)) and "tz" in bound:
+        x_title += f" ({bound['tz']})"
+    return chart_from(spec, result, x_values=x_values or None, x_title=x_title)
 
 
 def _page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -152,7 +177,7 @@ def page_routes(
         try:
             result = await run_in_threadpool(source.query, report, params)
             if report.chart is not None:
-                chart = chart_from(report.chart, result)
+                chart = report_chart(report, report.chart, report.bind(params), result)
         except (ReportError, ValueError) as exc:
             error = str(exc).removeprefix("--param ")
         table = Table(result.columns, [list(r) for r in result.plain().rows]) if result else None

@@ -90,9 +90,10 @@ class Usage:
             self._results[name] = self._run(self._reports[name], params)
         return self._results[name]
 
-    def _period_report(self, name: str) -> ReportResult:
+    def _period_report(self, name: str, **extra: str) -> ReportResult:
         return self._report(
             name,
+            **extra,
             since=self.period.since.isoformat(),
             until=self.period.until.isoformat(),
             tz=self.catalog.timezone,
@@ -152,10 +153,10 @@ class Usage:
         )
 
     def _billable(self) -> Figure:
-        spec = ChartSpec("bar", ("day",), "billable_rows", ("project", "source"), TOP_SOURCES)
+        spec = ChartSpec("bar", ("day",), "billable_rows", ("source",))
         chart = chart_from(
             spec,
-            self._period_report("usage_by_source_daily"),
+            self._period_report("usage_by_source_daily", top=str(TOP_SOURCES)),
             x_values=[d.isoformat() for d in self.period.days],
             x_title=f"day ({self.catalog.timezone})",
             y_title="billable rows",
