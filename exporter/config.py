@@ -344,7 +344,7 @@ def _join(path: str, key: str) -> str:
 def _location(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else _join(out, part)
+        out = f"{out}[{part}]" if isinstance(part, int) else _join(out, part)
     return out or "<top level>"
 
 

@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import string
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
-from exporter.config import ConfigError, load_config, parse_config
+from exporter.config import Config, ConfigError, Section, load_config, parse_config
 
 P1 = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
 S1 = "5f0c3cc0-0d44-4b50-8888-8dd25736052b"
@@ -187,3 +189,44 @@ def test_arbitrary_yaml_gives_config_or_clear_error(tree: Any) -> None:
         message = str(exc)
         assert message.strip(), "an error always says something"
     assert "Traceback" not in message
+
+
+def _sections(
+    model: type[BaseModel], dotted: str = "", shown: str = ""
+) -> Iterator[tuple[str, str]]:
+    """Every section of the config, as a path for :func:`data` and as an error message names it."""
+    yield dotted, shown
+    for name, field in model.model_fields.items():
+        for kind in (field.annotation, *get_args(field.annotation)):
+            if isinstance(kind, type) and issubclass(kind, Section):
+                many = get_origin(field.annotation) is list
+                yield from _sections(
+                    kind,
+                    f"{dotted}.{name}".lstrip(".") + (".0" if many else ""),
+                    f"{shown}.{name}".lstrip(".") + ("[0]" if many else ""),
+                )
+
+
+SECTIONS = list(_sections(Config))
+
+
+def test_every_section_is_covered() -> None:
+    shown = {s for _, s in SECTIONS}
+    assert {"", "api", "api.retry", "collector", "server.tls_server_config"} <= shown
+    assert {"projects[0]", "projects[0].sources[0]"} <= shown
+
+
+@pytest.mark.parametrize(("dotted", "shown"), SECTIONS, ids=[s or "<top>" for _, s in SECTIONS])
+def test_an_unknown_key_is_named_once_with_its_section(dotted: str, shown: str) -> None:
+    raw = data()
+    node: Any = raw
+    for key in filter(None, dotted.split(".")):
+        if isinstance(node, list):
+            node = node[int(key)]
+            continue
+        if node.get(key) is None:
+            node[key] = {}
+        node = node[key]
+    node["surprise"] = 1
+    lines = error_of(raw).splitlines()
+    assert f"{shown}.surprise: unknown key".lstrip(".") in lines
