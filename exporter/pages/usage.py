@@ -20,6 +20,7 @@ from exporter.reports import ChartSpec, Report, ReportResult
 
 Runner = Callable[[Report, Mapping[str, str]], ReportResult]
 TOP_SOURCES = 8
+CHART_SOURCES = 30
 
 
 @dataclass(frozen=True)
@@ -199,15 +200,18 @@ class Usage:
     ) -> Figure:
         result = self._period_report("source_health")
         rows = sorted(_records(result), key=lambda r: -(r[y] or 0))
-        ordered = ReportResult(result.columns, [tuple(r.values()) for r in rows])
+        # A bar per source is unreadable past a few dozen; the table below has every source.
+        drawn = ReportResult(result.columns, [tuple(r.values()) for r in rows[:CHART_SOURCES]])
         chart = chart_from(
-            ChartSpec("bar", ("project", "source"), y), ordered, x_title="source", y_title=y_title
+            ChartSpec("bar", ("project", "source"), y), drawn, x_title="source", y_title=y_title
         )
         table = Table(
             ["project", "source", *columns],
             [[r["project"], r["source"], *(r[c] for c in columns)] for r in rows],
         )
-        return Figure(id, title, chart, table, note)
+        if len(rows) > CHART_SOURCES:
+            note = f"{note} The chart shows the {CHART_SOURCES} highest; the table every source."
+        return Figure(id, title, chart, table, note.strip())
 
 
 def _records(result: ReportResult) -> list[dict[str, Any]]:
