@@ -583,7 +583,7 @@ async def _regenerate(
     give_up_after: float,
     update: Callable[[GenerationEvent | None, float], object],
 ) -> Followed:
-    async with SynthbrewClient(config.api) as client:
+    async with SynthbrewClient(config.api, budgets=config.budgets()) as client:
         return await regenerate(
             client,
             *target.key,

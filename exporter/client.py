@@ -2,7 +2,8 @@
 
 Every failure surfaces as an :class:`UpstreamError` whose ``reason`` is one of the contract's
 ``poll_errors_total`` reasons, so the collector never has to interpret httpx exceptions. Retries
-live here too, because only the client knows which failures are worth repeating.
+live here too, because only the client knows which failures are worth repeating, and so does
+the pacing of each API key (:mod:`exporter.budget`), which every attempt goes through.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from exporter import __version__
+from exporter.budget import Budgets, KeyHeld
 from exporter.config import ApiConfig, RetryConfig
 from exporter.models import (
     EventPage,
@@ -127,8 +129,12 @@ class SynthbrewClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
+        """``budgets``: every key's request budget (``Config.budgets()``); by default one
+        shared, unlimited until a 429, paced with ``sleep``."""
         self._api = api
+        self.budgets = budgets or Budgets(api.requests_per_minute, sleep=sleep)
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._limit = asyncio.Semaphore(api.max_concurrency)
@@ -196,37 +202,51 @@ class SynthbrewClient:
         **kwargs: object,
     ) -> httpx.Response:
         policy = self._api.retry
+        budget = self.budgets.for_key(api_key.get_secret_value())
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._once(method, path, api_key, **kwargs)
+                # Every attempt, retries included, takes a token of its key: the key's budget
+                # is what the upstream limits.
+                await budget.take(max_hold=policy.max_retry_after_seconds)
+            except KeyHeld as exc:
+                raise RateLimitedError(
+                    f"{method} {path}: not sent: {exc}", retry_after=exc.seconds
+                ) from None
+            try:
+                response = await self._once(method, path, api_key, **kwargs)
             except UpstreamError as exc:
+                budget.answered(exc.status_code, getattr(exc, "retry_after", None))
                 delay = self._retry_delay(exc, attempt, idempotent)
                 if delay is None:
                     raise
                 log.info(
-                    "%s %s failed (%s: %s); retry %d/%d in %.2fs",
+                    "%s %s failed (%s: %s); retry %d/%d %s",
                     method,
                     path,
                     exc.reason,
                     exc,
                     attempt,
                     policy.attempts - 1,
-                    delay,
+                    f"in {delay:.2f}s" if delay else "when the key's hold ends",
                 )
-                await self._sleep(delay)
+                if delay:
+                    await self._sleep(delay)
+                continue
+            budget.answered(response.status_code)
+            return response
 
     def _retry_delay(self, exc: UpstreamError, attempt: int, idempotent: bool) -> float | None:
+        """Seconds to sleep before the next attempt, or None for no retry. A 429's wait is the
+        key's hold, which the next attempt's token waits out (see :mod:`exporter.budget`)."""
         policy = self._api.retry
         if not exc.retryable or attempt >= policy.attempts:
             return None
         if isinstance(exc, RateLimitedError):
-            if exc.retry_after is None:
-                return backoff_delay(attempt, policy, self._rng)
-            if exc.retry_after > policy.max_retry_after_seconds:
+            if exc.retry_after is not None and exc.retry_after > policy.max_retry_after_seconds:
                 return None
-            return exc.retry_after
+            return 0.0
         if not idempotent and not isinstance(exc, ConnectError):
             return None
         return backoff_delay(attempt, policy, self._rng)

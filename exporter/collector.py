@@ -76,6 +76,42 @@ class Plan:
     interval_seconds: float
 
 
+IDLE_DIVISOR = 10.0
+
+
+def poll_interval(
+    cfg: CollectorConfig,
+    base: float,
+    current: float,
+    *,
+    overflowing: bool,
+    in_flight: bool,
+    idle_seconds: float | None,
+) -> float:
+    """Seconds until a source's next poll: the rule documented in the README under "Adaptive
+    polling", case by case.
+
+    1. Overflowing: half the current interval, not below ``min_interval_seconds``. Half a window
+       or more arrived since the last poll, and without a cursor what falls out is lost.
+    2. A run in flight: at most ``in_flight_interval_seconds`` (default: the interval), so its
+       end is stored soon after it happens.
+    3. Idle (nothing in flight, the newest change ``idle_seconds`` ago): a tenth of the idle
+       time, from the interval up to ``max_interval_seconds`` (unset: the interval, so this
+       case is off). A source quiet for an hour is polled every six minutes, one that ran a
+       minute ago every minute.
+    4. Otherwise the interval, reached by doubling after an overflow shortened it.
+    """
+    if overflowing:
+        return max(cfg.min_interval_seconds, current / 2)
+    calm = min(base, current * 2)
+    if in_flight:
+        return min(calm, cfg.in_flight_interval_seconds or base)
+    ceiling = cfg.max_interval_seconds or base
+    if idle_seconds is not None and ceiling > base:
+        return max(calm, min(ceiling, idle_seconds / IDLE_DIVISOR))
+    return calm
+
+
 def plan_next(
     cfg: CollectorConfig,
     base_interval: float,
@@ -86,13 +122,13 @@ def plan_next(
     new: int,
     deepest_in_flight: int | None,
     first: bool = False,
+    idle_seconds: float | None = None,
 ) -> Plan:
-    """The adaptive rule, documented in the README under "Adaptive polling".
+    """The next poll's page size and interval (:func:`poll_interval`).
 
-    - Overflowing (a full window where at least half the events are new, i.e. more than half a
-      window arrived since the last poll): halve the interval, down to ``min_interval_seconds``.
-      Otherwise double it back up to the configured interval. A source's first poll finds
-      everything new and says nothing about its rate, so it never counts as overflowing.
+    - Overflowing: a full window where at least half the events are new, i.e. more than half a
+      window arrived since the last poll. A source's first poll finds everything new and says
+      nothing about its rate, so it never counts as overflowing.
     - Quiet (fewer new events than half the small page, and every run in flight among the
       newest half of it, where the next small page will still see it): ask for
       ``quiet_page_limit`` events next time (only when configured); anything else gets the
@@ -102,10 +138,14 @@ def plan_next(
     """
     full = cfg.page_limit
     overflowing = not first and requested == full and received >= full and new * 2 >= full
-    if overflowing:
-        interval = max(cfg.min_interval_seconds, current.interval_seconds / 2)
-    else:
-        interval = min(base_interval, current.interval_seconds * 2)
+    interval = poll_interval(
+        cfg,
+        base_interval,
+        current.interval_seconds,
+        overflowing=overflowing,
+        in_flight=deepest_in_flight is not None,
+        idle_seconds=idle_seconds,
+    )
     if cfg.quiet_page_limit is None:
         return Plan(limit=full, interval_seconds=interval)
     small = min(cfg.quiet_page_limit, full)
@@ -259,6 +299,8 @@ class Collector:
         # A run that is unfinished and no longer in the window is the stale check's
         # business, not a reason to read the full window again.
         unfinished = [i for i, e in enumerate(page.events) if not e.is_finished]
+        newest = max((e.updated_at or e.created_at for e in page.events), default=None)
+        idle = (self._now() - newest).total_seconds() if newest else float("inf")
         next_plan = plan_next(
             cfg,
             target.interval_seconds,
@@ -268,6 +310,7 @@ class Collector:
             new=new,
             deepest_in_flight=unfinished[-1] if unfinished else None,
             first=first,
+            idle_seconds=idle,
         )
         stale = await self.writer.put(
             PageIn(

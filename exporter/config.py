@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from exporter.budget import Budgets
 from exporter.logs import register_secret
 from exporter.sharding import Shard
 
@@ -79,6 +80,11 @@ class ApiConfig(Section):
     api_key: SecretStr | None = None
     timeout_seconds: float = Field(10.0, gt=0, le=600)
     max_concurrency: int = Field(4, ge=1, le=256)
+    requests_per_minute: float | None = Field(
+        None,
+        gt=0,
+        description="the API key's request budget; unset: no limit until the upstream answers 429",
+    )
     retry: RetryConfig = RetryConfig()
 
 
@@ -98,6 +104,18 @@ class CollectorConfig(Section):
         le=200,
         description="opt-in: a smaller page for a source with nothing in flight; unset, every"
         " poll asks for page_limit, as the contract requires unless configured lower",
+    )
+    in_flight_interval_seconds: float | None = Field(
+        None,
+        ge=0.1,
+        description="a source with a run in flight is polled at least this often; unset: its"
+        " interval",
+    )
+    max_interval_seconds: float | None = Field(
+        None,
+        ge=1,
+        description="an idle source is polled less often, up to this; unset: never less often"
+        " than its interval",
     )
     stale_after_seconds: float = Field(
         3600.0, gt=0, description="an unfinished run unseen this long is flagged stale"
@@ -228,12 +246,19 @@ class ProjectConfig(Section):
     id: UUID
     name: str = Field("", max_length=200)
     api_key: SecretStr | None = None
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="this project's own key's budget; default: api.requests_per_minute"
+    )
     sources: list[SourceConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _names(self) -> Self:
         if not self.name:
             object.__setattr__(self, "name", str(self.id))
+        if self.requests_per_minute is not None and self.api_key is None:
+            raise _keyed_error(
+                "requests_per_minute", "needs the project's own api_key (a budget is per key)"
+            )
         _require_unique([s.name for s in self.sources], "name", "sources")
         _require_unique([str(s.id) for s in self.sources], "id", "sources")
         return self
@@ -269,6 +294,23 @@ class Config(Section):
                         " or the project's api_key",
                     )
         return self
+
+    def budgets(self) -> Budgets:
+        """The request budget of every API key in use: the default one, and each project's own."""
+        default = self.api.api_key.get_secret_value() if self.api.api_key else None
+        return Budgets(
+            self.api.requests_per_minute,
+            default,
+            [
+                (
+                    p.name,
+                    p.api_key.get_secret_value(),
+                    p.requests_per_minute or self.api.requests_per_minute,
+                )
+                for p in self.projects
+                if p.api_key is not None
+            ],
+        )
 
     def api_key_for(self, project: ProjectConfig) -> SecretStr:
         key = project.api_key or self.api.api_key

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter.budget import Budgets
 from exporter.client import REASONS
 
 # The contract's upstream reasons, plus `store`: the page arrived but could not be committed.
@@ -160,3 +161,41 @@ class ExporterStats(Collector):
             missed.add_metric([project, source], s.missed)
             up.add_metric([project, source], s.up)
         yield from (polls, errors, duration, invalid, missed, up)
+
+
+class ApiKeys(Collector):
+    """Each API key's requests, waits and pacing (see :mod:`exporter.budget`); ``key`` is the
+    project owning the key, or "default": a bounded name, never the key."""
+
+    def __init__(self, budgets: Budgets) -> None:
+        self.budgets = budgets
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "synthbrew_exporter_api_requests",
+            "Requests made to the Synthbrew API, by key and HTTP status ('error': no answer).",
+            labels=["key", "code"],
+        )
+        waited = CounterMetricFamily(
+            "synthbrew_exporter_api_wait_seconds",
+            "Time requests waited for their key's budget: a token, or the hold after a 429.",
+            labels=["key"],
+        )
+        rate = GaugeMetricFamily(
+            "synthbrew_exporter_api_rate_limit_requests_per_minute",
+            "The pace a key is held to now (configured, or learned from 429s); absent: none.",
+            labels=["key"],
+        )
+        hold = GaugeMetricFamily(
+            "synthbrew_exporter_api_hold_seconds",
+            "Seconds until a key may be used again after a 429 (0: not held).",
+            labels=["key"],
+        )
+        for budget in self.budgets.all():
+            for code, n in sorted(budget.requests.items()):
+                requests.add_metric([budget.name, code], n)
+            waited.add_metric([budget.name], budget.wait_seconds)
+            if budget.rate is not None:
+                rate.add_metric([budget.name], budget.rate)
+            hold.add_metric([budget.name], max(0.0, budget.hold_until - budget.clock()))
+        yield from (requests, waited, rate, hold)

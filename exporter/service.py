@@ -27,7 +27,7 @@ from exporter.metrics import SourceNames, store_metrics
 from exporter.pages import Catalog, page_routes
 from exporter.reports import Report, ReportError, ReportResult, load_reports, run_report
 from exporter.scheduler import PollScheduler
-from exporter.selfmetrics import ExporterStats
+from exporter.selfmetrics import ApiKeys, ExporterStats
 from exporter.sql import run_sql
 from exporter.store import IngestQueue, Rollups, Store, StoreError
 from exporter.store.db import first_line
@@ -193,7 +193,8 @@ async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
         writer = IngestQueue(
             store, timedelta(seconds=config.collector.stale_after_seconds), faults=faults
         )
-        async with SynthbrewClient(config.api) as client:
+        async with SynthbrewClient(config.api, budgets=config.budgets()) as client:
+            registry.register(ApiKeys(client.budgets))
             collector = Collector(config, client, store, writer, stats)
             await asyncio.to_thread(collector.warm_start, all_targets)
             _settle_gc()

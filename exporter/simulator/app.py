@@ -11,6 +11,8 @@ import asyncio
 import json
 import math
 import random
+import time
+from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -31,6 +33,18 @@ KEY_PREFIX = "sb_api_"
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _sliding_minute(recent: deque[datetime], rpm: int, now: datetime) -> float | None:
+    """Count the request in a sliding one-minute window of ``rpm``; if it is over, the
+    (simulated) seconds until the window has room, and the request is not counted."""
+    window = timedelta(minutes=1)
+    while recent and recent[0] <= now - window:
+        recent.popleft()
+    if len(recent) >= rpm:
+        return (recent[0] + window - now).total_seconds()
+    recent.append(now)
+    return None
 
 
 class SimulatorApp:
@@ -75,7 +89,16 @@ class SimulatorApp:
         with self.world.lock:
             state.requests += 1
             rng = random.Random(f"{self.world.scenario.seed}/{state.id}/request/{state.requests}")
-            limited = self._rate_limited(state, now)
+            limited = self._key_limited(state, now) or self._rate_limited(state, now)
+        answer = await self._answer(state, faults, limited, rng)
+        self.world.requests[state.project.name].append(
+            (time.monotonic(), answer.status_code if isinstance(answer, Response) else 200)
+        )
+        return answer
+
+    async def _answer(
+        self, state: SourceState, faults: Faults, limited: float | None, rng: random.Random
+    ) -> SourceState | Response:
         if faults.hang_seconds:
             await asyncio.sleep(faults.hang_seconds)
         if faults.latency_ms:
@@ -83,24 +106,28 @@ class SimulatorApp:
         if faults.status is not None:
             return _error(faults.status, f"injected HTTP {faults.status}")
         if limited is not None:
-            headers = {"retry-after": str(limited)} if faults.retry_after_header else None
+            # Whole real seconds: a client waits on its own clock, which a sped-up one outruns.
+            wait = max(1, math.ceil(limited / self.world.clock.speed))
+            headers = {"retry-after": str(wait)} if faults.retry_after_header else None
             return _error(429, "rate limit exceeded", headers)
         if faults.error_rate and rng.random() < faults.error_rate:
             return _error(503, "injected upstream error")
         return state
 
-    def _rate_limited(self, state: SourceState, now: datetime) -> int | None:
-        """Sliding one-minute window of the source's ``rateLimitRpm``; seconds to wait, if over."""
+    def _key_limited(self, state: SourceState, now: datetime) -> float | None:
+        """The project key's ``rate_limit_rpm``, over all its sources: a real API limits the
+        key, whichever resource it asks for."""
+        rpm = state.project.rate_limit_rpm
+        if rpm is None:
+            return None
+        return _sliding_minute(self.world.key_recent[state.project.name], rpm, now)
+
+    def _rate_limited(self, state: SourceState, now: datetime) -> float | None:
+        """The source's own ``rate_limit_rpm``."""
         rpm = state.source.rate_limit_rpm
         if rpm is None:
             return None
-        window = timedelta(minutes=1)
-        while state.recent and state.recent[0] <= now - window:
-            state.recent.popleft()
-        if len(state.recent) >= rpm:
-            return max(1, math.ceil((state.recent[0] + window - now).total_seconds()))
-        state.recent.append(now)
-        return None
+        return _sliding_minute(state.recent, rpm, now)
 
     async def list_events(self, request: Request) -> Response:
         self.in_flight += 1

@@ -66,6 +66,9 @@ class SimProject(Strict):
     name: str
     id: uuid.UUID | None = None
     api_key: str | None = Field(None, description="only this key is accepted; default: any sb_api_")
+    rate_limit_rpm: int | None = Field(
+        None, ge=1, description="requests a minute the project's key may make, all sources together"
+    )
     sources: list[SimSource]
 
 

@@ -23,16 +23,24 @@ from exporter.simulator.scenario import Scenario, SimProject, SimSource, stable_
 
 
 class SimClock:
-    """Wall-clock time that tests can freeze and move; the demo just lets it run."""
+    """Wall-clock time that tests can freeze and move; the demo just lets it run.
 
-    def __init__(self) -> None:
+    ``speed`` runs it faster than the wall clock (a benchmark's simulated hours in minutes).
+    """
+
+    def __init__(self, speed: float = 1.0) -> None:
+        self.speed = speed
+        self._origin = datetime.now(UTC)
         self._frozen: datetime | None = None
         self._offset = timedelta()
         self._lock = threading.Lock()
 
+    def _running(self) -> datetime:
+        return self._origin + (datetime.now(UTC) - self._origin) * self.speed
+
     def now(self) -> datetime:
         with self._lock:
-            return self._frozen or datetime.now(UTC) + self._offset
+            return self._frozen or self._running() + self._offset
 
     def set(self, when: datetime) -> None:
         with self._lock:
@@ -48,7 +56,7 @@ class SimClock:
     def resume(self) -> None:
         with self._lock:
             if self._frozen is not None:
-                self._offset = self._frozen - datetime.now(UTC)
+                self._offset = self._frozen - self._running()
             self._frozen = None
 
 
@@ -93,6 +101,13 @@ class World:
                 state.schema_version_id = stable_uuid(scenario.seed, source.id, "schema", 1)
                 self.sources[(project.id, source.id)] = state
         self._spec = lru_cache(maxsize=250_000)(self._scheduled_spec)
+        # Per project (= per API key): when each request arrived (monotonic seconds) and the
+        # status it got, so a test or benchmark can count requests per minute and 429s.
+        self.requests: dict[str, list[tuple[float, int]]] = {p.name: [] for p in self.projects()}
+        self.key_recent: dict[str, deque[datetime]] = {p.name: deque() for p in self.projects()}
+        # When enabled: the simulated time each run was first served finished (the earliest
+        # the exporter could know it ended), for a benchmark's finish-to-stored delay.
+        self.first_served_finished: dict[UUID, datetime] | None = None
 
     def projects(self) -> list[SimProject]:
         return self.scenario.projects
@@ -149,7 +164,14 @@ class World:
 
     def page(self, state: SourceState, limit: int) -> list[dict[str, Any]]:
         now = self.clock.now()
-        return [self._served(state, spec, now) for spec in self.runs(state, now, limit)]
+        specs = self.runs(state, now, limit)
+        seen = self.first_served_finished
+        if seen is not None:
+            with self.lock:
+                for spec in specs:
+                    if spec.id not in seen and spec.finished_at <= now:
+                        seen[spec.id] = now
+        return [self._served(state, spec, now) for spec in specs]
 
     def _served(self, state: SourceState, spec: RunSpec, now: datetime) -> dict[str, Any]:
         event = self.event(state, spec, now)
