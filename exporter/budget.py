@@ -7,7 +7,8 @@ The upstream limits a key, not a source, so the key is what must be paced:
 - **A 429 holds the whole key**: no request with it until ``Retry-After`` (or, without one, an
   exponential backoff) has passed, whichever source asked.
 - **The rate adapts** (additive increase, multiplicative decrease): a 429 sets the key's ceiling
-  just under what the upstream accepted in the minute before it, and drops the rate to
+  just under what the upstream accepted in its window (``api.rate_window_seconds``, a minute)
+  before it, and drops the rate to
   :data:`DECREASE` of that; each quiet minute adds :data:`INCREASE` of the ceiling back. A key
   thus settles just under its real limit instead of finding it again and again. A learned
   ceiling is raised by :data:`PROBE_STEP` after :data:`PROBE_AFTER_SECONDS` without a 429, so a
@@ -51,11 +52,13 @@ class KeyBudget:
     configured: float | None  # requests a minute from the config; None: no limit set
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    window: float = 60.0  # seconds over which the upstream counts a key's requests
     requests: Counter[str] = field(default_factory=Counter)  # by HTTP status, or "error"
     wait_seconds: float = 0.0
     ceiling: float | None = field(init=False)
     rate: float | None = field(init=False)  # tokens a minute now; None: unlimited
     hold_until: float = field(init=False, default=0.0)
+    held_since: float | None = field(init=False, default=None)  # when the last 429 came
 
     def __post_init__(self) -> None:
         self.ceiling = self.rate = self.configured
@@ -85,10 +88,11 @@ class KeyBudget:
                     self._refill(now)
                     if self.rate is None:
                         return
-                    if self._tokens >= 1:
-                        self._tokens -= 1
+                    if self._tokens >= 1 - 1e-9:  # a float sum of refills may fall just short
+                        self._tokens = max(0.0, self._tokens - 1)
                         return
-                    await self.sleep((1 - self._tokens) * 60 / self.rate)
+                    # At least a millisecond: a shorter sleep may not move a float clock at all.
+                    await self.sleep(max(0.001, (1 - self._tokens) * 60 / self.rate))
         finally:
             self.wait_seconds += self.clock() - started
 
@@ -113,7 +117,7 @@ class KeyBudget:
         """Count an answer (``status`` None: no answer at all); a 429 holds and slows the key."""
         now = self.clock()
         self.requests[str(status) if status is not None else "error"] += 1
-        while self._accepted and self._accepted[0] <= now - 60:
+        while self._accepted and self._accepted[0] <= now - self.window:
             self._accepted.popleft()
         if status != 429:
             if status is not None:
@@ -126,7 +130,9 @@ class KeyBudget:
         if hold is None:
             hold = min(MAX_BACKOFF_SECONDS, BACKOFF_SECONDS * 2 ** (self._in_a_row - 1))
         self.hold_until = max(self.hold_until, now + hold)
-        accepted = max(MIN_RATE, len(self._accepted) * MARGIN)
+        self.held_since = now
+        # Within its window the upstream took this many and refused the next: its limit.
+        accepted = max(MIN_RATE, len(self._accepted) * MARGIN * 60 / self.window)
         self.ceiling = accepted if self.ceiling is None else min(self.ceiling, accepted)
         self.rate = max(MIN_RATE, min(self.rate or self.ceiling, self.ceiling) * DECREASE)
         self._tokens = 0.0
@@ -142,16 +148,17 @@ class Budgets:
         default_key: str | None = None,
         own: Iterable[tuple[str, str, float | None]] = (),
         *,
+        window: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``own``: (project name, its key, requests a minute) for projects with a key of their
         own; any other key (``default_key`` among them) shares the default budget."""
-        self.default = KeyBudget(DEFAULT, default_per_minute, clock, sleep)
+        self.default = KeyBudget(DEFAULT, default_per_minute, clock, sleep, window=window)
         self._by_key: dict[str, KeyBudget] = {}
         for name, key, per_minute in own:
             if key != default_key and key not in self._by_key:
-                self._by_key[key] = KeyBudget(name, per_minute, clock, sleep)
+                self._by_key[key] = KeyBudget(name, per_minute, clock, sleep, window=window)
 
     def __repr__(self) -> str:
         return f"Budgets({', '.join(b.name for b in self.all())})"

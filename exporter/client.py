@@ -134,7 +134,9 @@ class SynthbrewClient:
         """``budgets``: every key's request budget (``Config.budgets()``); by default one
         shared, unlimited until a 429, paced with ``sleep``."""
         self._api = api
-        self.budgets = budgets or Budgets(api.requests_per_minute, sleep=sleep)
+        self.budgets = budgets or Budgets(
+            api.requests_per_minute, window=api.rate_window_seconds, sleep=sleep
+        )
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._limit = asyncio.Semaphore(api.max_concurrency)

@@ -85,6 +85,9 @@ class ApiConfig(Section):
         gt=0,
         description="the API key's request budget; unset: no limit until the upstream answers 429",
     )
+    rate_window_seconds: float = Field(
+        60.0, gt=0, le=3600, description="the window over which the upstream counts requests"
+    )
     retry: RetryConfig = RetryConfig()
 
 
@@ -310,6 +313,7 @@ class Config(Section):
                 for p in self.projects
                 if p.api_key is not None
             ],
+            window=self.api.rate_window_seconds,
         )
 
     def api_key_for(self, project: ProjectConfig) -> SecretStr:

@@ -12,7 +12,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.client import SynthbrewClient
-from exporter.collector import Collector, Plan, PollResult, collect_once, plan_next, targets
+from exporter.collector import (
+    Collector,
+    Plan,
+    PollResult,
+    collect_once,
+    plan_next,
+    poll_interval,
+    targets,
+)
 from exporter.config import CollectorConfig, parse_config
 from exporter.selfmetrics import ExporterStats
 from exporter.store import IngestQueue, Store
@@ -266,6 +274,56 @@ def test_plan_next_rule() -> None:
     default = CollectorConfig(interval_seconds=60, page_limit=200)
     always = plan_next(default, 60, full, requested=200, received=50, new=0, deepest_in_flight=None)
     assert always == Plan(200, 60), "without quiet_page_limit every poll asks for page_limit"
+
+
+ADAPTIVE = CollectorConfig(
+    interval_seconds=60,
+    min_interval_seconds=10,
+    in_flight_interval_seconds=20,
+    max_interval_seconds=600,
+)
+
+
+@pytest.mark.parametrize(
+    ("case", "current", "overflowing", "in_flight", "idle", "expected"),
+    [
+        ("overflowing halves", 60, True, True, 0, 30),
+        ("overflowing never below the floor", 15, True, False, 0, 10),
+        ("a run in flight: the in-flight interval", 60, False, True, 5, 20),
+        ("in flight after an overflow: still recovering", 5, False, True, 5, 10),
+        ("in flight from an idle stretch: at once", 600, False, True, 3600, 20),
+        ("just active: the interval", 60, False, False, 30, 60),
+        ("idle ten minutes: the interval", 60, False, False, 600, 60),
+        ("idle an hour: six minutes", 60, False, False, 3600, 360),
+        ("idle a day: the maximum", 360, False, False, 86400, 600),
+        ("never ran: the maximum", 60, False, False, float("inf"), 600),
+        ("recovering from an overflow while idle: doubling first", 10, False, False, 0, 20),
+        ("nothing known of idleness: the interval", 60, False, False, None, 60),
+    ],
+)
+def test_poll_interval_rule(
+    case: str,
+    current: float,
+    overflowing: bool,
+    in_flight: bool,
+    idle: float | None,
+    expected: float,
+) -> None:
+    interval = poll_interval(
+        ADAPTIVE, 60, current, overflowing=overflowing, in_flight=in_flight, idle_seconds=idle
+    )
+    assert interval == expected, case
+
+
+def test_poll_interval_defaults_keep_the_configured_interval() -> None:
+    default = CollectorConfig(interval_seconds=60)
+    for in_flight, idle in [(True, 0.0), (False, 86400.0), (False, float("inf"))]:
+        assert (
+            poll_interval(
+                default, 60, 60, overflowing=False, in_flight=in_flight, idle_seconds=idle
+            )
+            == 60
+        )
 
 
 @pytest.mark.parametrize("limit", [1, 3])

@@ -111,6 +111,10 @@ def test_env_overrides_file_values() -> None:
         ({"api.base_url": "ftp://x"}, "api.base_url: String should match pattern"),
         ({"projects": []}, "projects: List should have at least 1 item"),
         ({"api.timeout_seconds": -1}, "api.timeout_seconds: Input should be greater than 0"),
+        (
+            {"projects.0.requests_per_minute": 30},
+            "projects[0].requests_per_minute: needs the project's own api_key",
+        ),
     ],
 )
 def test_bad_values_name_the_key(changes: dict[str, Any], expected: str) -> None:

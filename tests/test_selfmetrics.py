@@ -1,11 +1,12 @@
-"""The exporter's per-source self-metrics, exposed as prometheus_client's instrumented
-metrics would expose the same polls."""
+"""The exporter's self-metrics: per-source polls, exposed as prometheus_client's instrumented
+metrics would expose them, and each API key's requests and pacing."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from exporter.selfmetrics import POLL_BUCKETS, POLL_ERROR_REASONS, ExporterStats
+from exporter.budget import Budgets
+from exporter.selfmetrics import POLL_BUCKETS, POLL_ERROR_REASONS, ApiKeys, ExporterStats
 
 SHOP = ("shop", "orders")
 
@@ -72,3 +73,23 @@ def test_the_duration_histogram_is_what_an_instrumented_histogram_would_expose()
 
     assert lines(registry) == lines(reference)
     assert len(lines(reference)) == len(POLL_BUCKETS) + 3, "every bucket, +Inf, count, sum"
+
+
+def test_api_keys_are_named_by_project_never_by_key() -> None:
+    budgets = Budgets(60, "sb_api_default_secret", [("shop", "sb_api_shop_secret", 30)])
+    budgets.for_key("sb_api_shop_secret").answered(200)
+    budgets.for_key("sb_api_shop_secret").answered(429, retry_after=30)
+    budgets.for_key("sb_api_default_secret").answered(None)
+    registry = CollectorRegistry()
+    registry.register(ApiKeys(budgets))
+    text = generate_latest(registry).decode()
+    assert "secret" not in text
+    value = registry.get_sample_value
+    assert value("synthbrew_exporter_api_requests_total", {"key": "shop", "code": "429"}) == 1
+    assert value("synthbrew_exporter_api_requests_total", {"key": "shop", "code": "200"}) == 1
+    assert value("synthbrew_exporter_api_requests_total", {"key": "default", "code": "error"}) == 1
+    assert value("synthbrew_exporter_api_rate_limit_requests_per_minute", {"key": "default"}) == 60
+    hold = value("synthbrew_exporter_api_hold_seconds", {"key": "shop"})
+    assert hold is not None
+    assert 29 < hold <= 30
+    assert value("synthbrew_exporter_api_wait_seconds_total", {"key": "shop"}) == 0

@@ -86,13 +86,14 @@ class SimulatorApp:
             return _error(403, "this API key has no access to the project")
         faults = state.source.faults
         now = self.world.clock.now()
+        arrived = time.monotonic()
         with self.world.lock:
             state.requests += 1
             rng = random.Random(f"{self.world.scenario.seed}/{state.id}/request/{state.requests}")
             limited = self._key_limited(state, now) or self._rate_limited(state, now)
         answer = await self._answer(state, faults, limited, rng)
         self.world.requests[state.project.name].append(
-            (time.monotonic(), answer.status_code if isinstance(answer, Response) else 200)
+            (arrived, answer.status_code if isinstance(answer, Response) else 200)
         )
         return answer
 
