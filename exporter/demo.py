@@ -83,7 +83,7 @@ def seed_history(config: Config, world: World, days: int, now: datetime) -> int:
 @contextmanager
 def prometheus(target: str, listen: str, data_dir: Path) -> Iterator[str | None]:
     """Debian's Prometheus with the project's rules, scraping ``target`` (HOST:PORT); None when
-    either the binary or the rules (a source checkout) are missing."""
+    the binary or the rules (a source checkout) are missing, or it did not start."""
     exe = shutil.which("prometheus")
     if exe is None or not PROMETHEUS_DIR.is_dir():
         yield None
@@ -106,7 +106,12 @@ def prometheus(target: str, listen: str, data_dir: Path) -> Iterator[str | None]
             stderr=log,
         )
         try:
-            yield f"http://{listen}"
+            # A port in use or a bad rule ends it at once: say so rather than print its URL.
+            try:
+                proc.wait(timeout=1)
+                yield None
+            except subprocess.TimeoutExpired:
+                yield f"http://{listen}"
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -141,11 +146,12 @@ async def run_demo(
             prom = cleanup.enter_context(prometheus(target, prometheus_listen, Path(tmp)))
             announce(f"simulator:  http://{address(sock)}/api  ({len(sim.world.sources)} sources)")
             announce(f"database:   {db_path}")
-            announce(
-                f"prometheus: {prom}/alerts  (the project's rules, scraping {target})"
-                if prom
-                else "prometheus: not installed (Debian: apt-get install prometheus)"
-            )
+            if prom:
+                announce(f"prometheus: {prom}/alerts  (the project's rules, scraping {target})")
+            elif shutil.which("prometheus"):
+                announce(f"prometheus: did not start on {prometheus_listen}: see {tmp}")
+            else:
+                announce("prometheus: not installed (Debian: apt-get install prometheus)")
             announce(
                 "grafana:    mount grafana/provisioning at /etc/grafana/provisioning and"
                 " grafana/dashboards at /var/lib/grafana/dashboards/synthbrew"

@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -70,7 +70,7 @@ class Param:
             if self.type == "tz":
                 ZoneInfo(raw)
                 return raw
-        except (ValueError, ZoneInfoNotFoundError):
+        except (ValueError, OverflowError, ZoneInfoNotFoundError):
             hint = {"date": "YYYY-MM-DD, today, today-N or month_start", "tz": "an IANA zone"}
             raise ReportError(
                 f"--param {self.name}: {raw!r} is not a valid {self.type}"
@@ -262,12 +262,25 @@ def render(result: ReportResult, fmt: str, title: str = "") -> str:
     if fmt == "json":
         return json.dumps(result.records(), indent=2) + "\n"
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(result.columns)
-        writer.writerows([_plain(v) for v in row] for row in result.rows)
-        return out.getvalue()
+        return to_csv(result.columns, ([_plain(v) for v in row] for row in result.rows))
     return _table(result, title)
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def to_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV for people who open it in a spreadsheet: a text cell that a spreadsheet would run as
+    a formula (an upstream error message starting with "=") gets a leading apostrophe (OWASP's
+    advice on CSV injection). Numbers are written as they are."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(
+            "'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v for v in row
+        )
+    return out.getvalue()
 
 
 def write_parquet(result: ReportResult, path: Path) -> None:

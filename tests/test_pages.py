@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date
+import html
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from pathlib import Path
 
+import httpx
 import pytest
+from starlette.applications import Starlette
 
+from exporter.httpserver import ThreadedServer
 from exporter.pages.figures import OTHER, chart_from
 from exporter.pages.period import MAX_DAYS, PageInputError, parse_period
-from exporter.pages.routes import number, report_chart
+from exporter.pages.routes import number, page_routes, report_chart
 from exporter.pages.usage import Catalog, Filters
-from exporter.reports import ChartSpec, ReportError, ReportResult, parse_report
+from exporter.reports import ChartSpec, Report, ReportError, ReportResult, parse_report
 
 TODAY = date(2026, 3, 31)
 
@@ -173,3 +178,47 @@ def test_other_from_a_report_stays_last_however_large() -> None:
     )
     chart = chart_from(ChartSpec("bar", ("day",), "n", ("source",)), result)
     assert [d.label for d in chart.datasets] == ["shop/b", "shop/a", OTHER]
+
+
+def test_a_report_chart_of_many_categories_draws_the_first_thirty(tmp_path: Path) -> None:
+    path = tmp_path / "wide.sql"
+    path.write_text("-- title: Wide\n-- chart: bar x=project,source y=n\nSELECT 1\n")
+    report = parse_report(path)
+    assert report.chart is not None
+    rows = [("shop", f"s{i:02}", 100 - i) for i in range(45)]
+    chart = report_chart(report, report.chart, {}, ReportResult(["project", "source", "n"], rows))
+    assert chart.labels == [f"shop/s{i:02}" for i in range(30)]
+
+
+def test_a_day_axis_longer_than_ten_years_is_left_to_the_data(tmp_path: Path) -> None:
+    path = tmp_path / "daily.sql"
+    path.write_text(
+        "-- title: Daily\n-- param: since date = today\n-- param: until date = today\n"
+        "-- chart: bar x=day y=n\nSELECT 1\n"
+    )
+    report = parse_report(path)
+    assert report.chart is not None
+    bound = report.bind({"since": "1990-01-01", "until": "2026-03-01"})
+    result = ReportResult(["day", "n"], [("2026-02-27", 3), ("2026-03-01", 4)])
+    chart = report_chart(report, report.chart, bound, result)
+    assert chart.labels == ["2026-02-27", "2026-03-01"]  # the newest data is not cut off
+
+
+class BrokenReports:
+    def reports(self) -> list[Report]:
+        raise ReportError("/srv/queries: no such reports directory")
+
+    def query(self, report: Report, params: Mapping[str, str]) -> ReportResult:
+        raise AssertionError("not reached")
+
+
+def test_a_broken_reports_directory_is_a_message_not_a_stack_trace() -> None:
+    app = Starlette(routes=page_routes(BrokenReports(), CATALOG, lambda: datetime.now(UTC)))
+    with ThreadedServer(app) as server:
+        index = httpx.get(f"{server.url}/reports")
+        one = httpx.get(f"{server.url}/reports/usage_daily")
+    assert index.status_code == 500
+    assert "/srv/queries: no such reports directory" in index.text
+    assert "Traceback" not in index.text
+    assert one.status_code == 404
+    assert "no report 'usage_daily'" in html.unescape(one.text)

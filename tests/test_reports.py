@@ -17,6 +17,7 @@ from exporter.collector import targets
 from exporter.reports import (
     CONTEXT,
     ReportError,
+    ReportResult,
     load_reports,
     parse_report,
     render,
@@ -226,6 +227,68 @@ def test_stuck_runs(filled: tuple[Sim, Path], run: Callable[..., Any]) -> None:
     got = run("stuck_runs", older_than_minutes="60")
     # The simulator's clock is frozen weeks before the real one, so every unfinished run is old.
     assert {r["id"] for r in got} == in_progress
+
+
+def test_usage_by_source_daily_names_the_top_sources_and_sums_the_rest(
+    filled: tuple[Sim, Path], run: Callable[..., Any]
+) -> None:
+    expected: dict[tuple[str, str], int] = defaultdict(int)
+    for e in events(filled[0]):
+        if finished(e):
+            day = ts(e["finishedAt"]).date().isoformat()  # type: ignore[union-attr]
+            expected[(day, f"shop/{e['source']}")] += e["billableRows"]
+    both = {
+        (r["day"], r["source"]): r["billable_rows"] for r in run("usage_by_source_daily", **WIDE)
+    }
+    assert both == expected
+    totals = defaultdict(int)
+    for (_, source), rows in expected.items():
+        totals[source] += rows
+    top = max(totals, key=lambda s: totals[s])
+    one = run("usage_by_source_daily", **WIDE, top="1")
+    assert {r["source"] for r in one} == {top, "other"}
+    assert sum(r["billable_rows"] for r in one) == sum(expected.values())
+    only = run("usage_by_source_daily", **WIDE, source="orders")
+    assert {r["source"] for r in only} == {"shop/orders"}
+
+
+def test_runs_by_status_daily_and_source_health(
+    filled: tuple[Sim, Path], run: Callable[..., Any]
+) -> None:
+    by_status: dict[tuple[str, str], int] = defaultdict(int)
+    durations: dict[str, list[float]] = defaultdict(list)
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for e in events(filled[0]):
+        if finished(e):
+            day = ts(e["finishedAt"]).date().isoformat()  # type: ignore[union-attr]
+            by_status[(day, e["status"])] += 1
+            counts[e["source"]][0] += 1
+            counts[e["source"]][1] += e["status"] == "failed"
+            if e["durationMs"] is not None:
+                durations[e["source"]].append(e["durationMs"])
+    got = {(r["day"], r["status"]): r["runs"] for r in run("runs_by_status_daily", **WIDE)}
+    assert got == by_status
+    health = {r["source"]: r for r in run("source_health", **WIDE)}
+    for source, (runs, failed) in counts.items():
+        assert (health[source]["runs"], health[source]["failed"]) == (runs, failed)
+        assert health[source]["failure_ratio"] == pytest.approx(round(failed / runs, 4))
+        # Fewer than 1,024 runs: the reservoir holds them all, so a value of the sample is a
+        # value of the runs, at the nearest rank.
+        ordered = sorted(durations[source])
+        assert health[source]["p50_seconds"] * 1000 in ordered
+        assert health[source]["p95_seconds"] * 1000 in ordered
+        assert health[source]["p95_seconds"] * 1000 >= quantile(ordered, 0.9)
+
+
+def test_a_relative_date_too_far_back_is_a_message_not_a_crash() -> None:
+    with pytest.raises(ReportError, match="--param since: 'today-999999999' is not a valid date"):
+        REPORTS["usage_daily"].bind({"since": "today-999999999"})
+
+
+def test_csv_cells_a_spreadsheet_would_run_get_an_apostrophe() -> None:
+    result = ReportResult(["message", "n"], [("=HYPERLINK(1)", -5), ("-oops", 1), ("fine", 2)])
+    lines = render(result, "csv").splitlines()
+    assert lines[1:] == ["'=HYPERLINK(1),-5", "'-oops,1", "fine,2"]
 
 
 def test_params_are_typed_and_checked() -> None:

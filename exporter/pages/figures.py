@@ -7,13 +7,11 @@ listed.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from exporter.reports import ChartSpec, ReportResult
+from exporter.reports import ChartSpec, ReportResult, to_csv
 
 OTHER = "other"
 Cell = str | int | float | None
@@ -25,17 +23,13 @@ class Table:
     rows: list[list[Cell]]
 
     def csv(self) -> str:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(self.columns)
-        writer.writerows(self.rows)
-        return out.getvalue()
+        return to_csv(self.columns, self.rows)
 
 
 @dataclass(frozen=True)
 class Dataset:
     label: str
-    data: list[float]
+    data: list[float | None]  # None: no value (no bar), not zero
 
 
 @dataclass(frozen=True)
@@ -64,7 +58,7 @@ class Chart:
         rows: list[list[Cell]] = []
         for i, label in enumerate(self.labels):
             values = [d.data[i] for d in self.datasets]
-            rows.append([label, *values, *([sum(values)] if total else [])])
+            rows.append([label, *values, *([sum(v or 0 for v in values)] if total else [])])
         return Table([*columns, *(["total"] if total else [])], rows)
 
 
@@ -75,7 +69,6 @@ class Figure:
     chart: Chart
     table: Table
     note: str = ""
-    links: dict[str, str] = field(default_factory=dict)
 
 
 def chart_from(

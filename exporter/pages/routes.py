@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from exporter import __version__
 from exporter.pages.figures import Chart, Table, chart_from
 from exporter.pages.period import PRESETS, PageInputError, Period, parse_period
-from exporter.pages.usage import Catalog, Filters, Usage
+from exporter.pages.usage import FIGURES, Catalog, Filters, Usage
 from exporter.reports import (
     ChartSpec,
     Report,
@@ -34,7 +34,8 @@ from exporter.reports import (
 )
 
 STATIC = Path(__file__).parent / "static"
-MAX_AXIS_DAYS = 3660  # a day axis filled beyond this would be unreadable; longer ones are not
+MAX_AXIS_DAYS = 3660  # a longer day axis is left to the data: filling it would be unreadable
+MAX_BARS = 30  # a chart of more categories (sources, say) draws the first 30 of the table
 # Scripts and styles only from the exporter itself; chart data travels as inert JSON.
 HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
@@ -74,14 +75,26 @@ def report_chart(
     report: Report, spec: ChartSpec, bound: Mapping[str, Any], result: ReportResult
 ) -> Chart:
     """A report's chart with honest axes: a day axis has every day from ``since`` to ``until``
-    (empty days too, up to :data:`MAX_AXIS_DAYS`), and a calendar axis names the report's
-    timezone."""
+    (empty days too, up to :data:`MAX_AXIS_DAYS`), a calendar axis names the report's timezone,
+    and any other axis has the first :data:`MAX_BARS` categories in the report's order."""
     x_values = None
     x_title = "/".join(spec.x)
     if spec.x == ("day",) and isinstance(bound.get("since"), date):
         until = bound.get("until", bound["since"])
-        days = min((until - bound["since"]).days + 1, MAX_AXIS_DAYS)
-        x_values = [(bound["since"] + timedelta(days=i)).isoformat() for i in range(days)]
+        days = (until - bound["since"]).days + 1
+        if 0 < days <= MAX_AXIS_DAYS:
+            x_values = [(bound["since"] + timedelta(days=i)).isoformat() for i in range(days)]
+    elif spec.x not in (("day",), ("month",)):
+        index = [result.columns.index(c) for c in spec.x if c in result.columns]
+        firsts: dict[tuple[Any, ...], None] = {}
+        for row in result.rows:
+            firsts.setdefault(tuple(row[i] for i in index), None)
+            if len(firsts) > MAX_BARS:
+                break
+        if len(firsts) > MAX_BARS:
+            keep = set(list(firsts)[:MAX_BARS])
+            rows = [r for r in result.rows if tuple(r[i] for i in index) in keep]
+            result = ReportResult(result.columns, rows)
     if spec.x in (("day",), ("month",)) and "tz" in bound:
         x_title += f" ({bound['tz']})"
     return chart_from(spec, result, x_values=x_values or None, x_title=x_title)
@@ -98,14 +111,11 @@ def _download(body: str, media_type: str, filename: str) -> Response:
 
 
 def page_routes(
-    source: ReportSource,
-    catalog: Catalog,
-    now: Callable[[], datetime],
-    bundled: Mapping[str, Report] | None = None,
+    source: ReportSource, catalog: Catalog, now: Callable[[], datetime]
 ) -> list[BaseRoute]:
-    """Routes for the pages; ``bundled`` are the reports /usage is built from (the package's
-    own, whatever ``reports.queries_dir`` says)."""
-    usage_reports = bundled if bundled is not None else load_reports()
+    """Routes for the pages. /usage is built from the package's own reports, whatever
+    ``reports.queries_dir`` says; /reports lists the configured ones."""
+    usage_reports = load_reports()
 
     def usage_for(request: Request) -> tuple[Usage | None, Period | None, Filters, str]:
         query = request.query_params
@@ -145,21 +155,27 @@ def page_routes(
         if usage is None or period is None:
             return Response(f"{error}\n", status_code=400, media_type="text/plain")
         name = request.path_params["figure"]
+        if name not in FIGURES:
+            return Response(f"no figure named {name!r}\n", status_code=404, media_type="text/plain")
         try:
             figure = await run_in_threadpool(usage.figure, name)
-        except KeyError:
-            return Response(f"no figure named {name!r}\n", status_code=404, media_type="text/plain")
         except ReportError as exc:
             return Response(f"{exc}\n", status_code=400, media_type="text/plain")
         filename = f"usage-{name}-{period.since}-{period.until}.csv"
         return _download(figure.table.csv(), "text/csv; charset=utf-8", filename)
 
     async def reports_index(request: Request) -> Response:
-        reports = await run_in_threadpool(source.reports)
-        return _page("reports.html", reports=reports)
+        try:
+            reports = await run_in_threadpool(source.reports)
+        except ReportError as exc:  # reports.queries_dir missing, or a header it cannot read
+            return _page("reports.html", 500, reports=[], error=str(exc))
+        return _page("reports.html", reports=reports, error="")
 
     def find(name: str) -> Report | None:
-        return {r.name: r for r in source.reports()}.get(name)
+        try:
+            return {r.name: r for r in source.reports()}.get(name)
+        except ReportError:  # the reports directory is broken: the index page says how
+            return None
 
     def given(report: Report, request: Request) -> dict[str, str]:
         """The parameters filled in; an empty field means the report's default."""

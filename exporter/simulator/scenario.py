@@ -41,7 +41,7 @@ class SimSource(Strict):
     name: str
     id: uuid.UUID | None = None
     kind: str = "postgres"
-    runs_per_hour: float = Field(30.0, gt=0, le=36000)
+    runs_per_hour: float = Field(30.0, gt=0, le=360_000)
     failure_rate: float = Field(0.1, ge=0, le=1)
     unknown_status_rate: float = Field(0.0, ge=0, le=1, description="runs that end 'cancelled'")
     regenerate_share: float = Field(0.2, ge=0, le=1)
