@@ -3,8 +3,10 @@
 The cli only parses arguments, turns known failures into exit codes and messages, and hands over
 to the modules that do the work. Exit codes: 0 ok, 1 the work failed, 2 bad usage or config.
 It is longer than the other modules only because it declares every subcommand's arguments and
-messages in one place, which is where a user's view of the command line is read; no work is
-done here.
+messages in one place, which is where a user's view of the command line is read. "Try the
+file, else ask the running exporter" is still written once per command (report, export,
+regenerate, sql); one data interface with two implementations is what splits this module
+(issue 19).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 The upstream has no cursor, only the newest ``limit`` events, so each poll also decides how the
 next one should look (:func:`plan_next`): sooner when the window overflows, a small page when the
-source is quiet and nothing in flight needs the full window.
+source is quiet and nothing in flight needs the full window, and when it should come
+(:func:`poll_interval`). The rule sits beside the poll that feeds it; moving it out with the
+per-source state is part of issue 19's renaming of this module.
 """
 
 from __future__ import annotations

@@ -45,6 +45,14 @@ def budget(per_minute: float | None, time: VirtualTime) -> KeyBudget:
     return KeyBudget("shop", per_minute, time.clock, time.sleep)
 
 
+async def accept(bucket: KeyBudget, times: int, time: VirtualTime, apart: float = 0.0) -> None:
+    """``times`` requests through ``bucket`` that the upstream accepts, ``apart`` seconds apart."""
+    for _ in range(times):
+        await bucket.take()
+        bucket.answered(200)
+        time.now += apart
+
+
 async def test_a_budget_never_allows_more_than_its_rate_and_burst_in_any_minute() -> None:
     time = VirtualTime()
     bucket = budget(120, time)
@@ -64,9 +72,7 @@ async def test_a_budget_never_allows_more_than_its_rate_and_burst_in_any_minute(
 async def test_a_429_holds_the_key_for_its_retry_after() -> None:
     time = VirtualTime()
     bucket = budget(None, time)
-    for _ in range(10):
-        await bucket.take()
-        bucket.answered(200)
+    await accept(bucket, 10, time)
     bucket.answered(429, retry_after=30)
     held_at = time.now
     await bucket.take()
@@ -80,18 +86,13 @@ async def test_a_429_holds_the_key_for_its_retry_after() -> None:
 async def test_after_a_429_the_rate_settles_just_under_what_was_accepted() -> None:
     time = VirtualTime()
     bucket = budget(None, time)  # no configured limit: learned from the 429
-    for _ in range(50):  # 50 accepted within the last minute
-        await bucket.take()
-        bucket.answered(200)
-        time.now += 1
+    await accept(bucket, 50, time, apart=1)  # 50 accepted within the last minute
     bucket.answered(429, retry_after=1)
     assert bucket.ceiling == pytest.approx(50 * MARGIN)
     assert bucket.rate == pytest.approx(50 * MARGIN * DECREASE)
     # Additive increase: back to the ceiling in (1 - DECREASE) / INCREASE minutes, no further
     # (500 requests take about 11 minutes, short of the half hour before a probe).
-    for _ in range(500):
-        await bucket.take()
-        bucket.answered(200)
+    await accept(bucket, 500, time)
     assert bucket.rate == pytest.approx(50 * MARGIN)
     start = time.now
     count = 0
@@ -105,9 +106,7 @@ async def test_after_a_429_the_rate_settles_just_under_what_was_accepted() -> No
 async def test_a_learned_ceiling_is_probed_upward_after_a_quiet_half_hour() -> None:
     time = VirtualTime()
     bucket = budget(None, time)
-    for _ in range(20):
-        await bucket.take()
-        bucket.answered(200)
+    await accept(bucket, 20, time)
     bucket.answered(429, retry_after=1)
     learned = bucket.ceiling
     assert learned is not None

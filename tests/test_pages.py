@@ -156,17 +156,24 @@ def test_number_formatting(value: object, shown: str) -> None:
     assert number(value) == shown
 
 
-def test_a_report_chart_shows_every_day_of_its_period_and_its_timezone(tmp_path: Path) -> None:
-    path = tmp_path / "daily.sql"
-    path.write_text(
-        "-- title: Daily\n-- param: since date = today-2\n-- param: until date = today\n"
-        "-- param: tz tz = UTC\n-- chart: bar x=day y=n series=project\nSELECT 1\n"
-    )
+def charted_report(tmp_path: Path, header: str) -> tuple[Report, ChartSpec]:
+    """A report file with ``header`` lines (a chart among them), parsed as the exporter would."""
+    path = tmp_path / "charted.sql"
+    path.write_text(f"-- title: Charted\n{header}SELECT 1\n")
     report = parse_report(path)
     assert report.chart is not None
+    return report, report.chart
+
+
+def test_a_report_chart_shows_every_day_of_its_period_and_its_timezone(tmp_path: Path) -> None:
+    report, spec = charted_report(
+        tmp_path,
+        "-- param: since date = today-2\n-- param: until date = today\n"
+        "-- param: tz tz = UTC\n-- chart: bar x=day y=n series=project\n",
+    )
     bound = report.bind({"since": "2026-03-01", "until": "2026-03-03", "tz": "Asia/Tokyo"})
     result = ReportResult(["day", "project", "n"], [("2026-03-02", "shop", 4)])
-    chart = report_chart(report, report.chart, bound, result)
+    chart = report_chart(report, spec, bound, result)
     assert chart.labels == ["2026-03-01", "2026-03-02", "2026-03-03"]
     assert chart.datasets[0].data == [0, 4, 0]
     assert chart.x_title == "day (Asia/Tokyo)"
@@ -181,26 +188,20 @@ def test_other_from_a_report_stays_last_however_large() -> None:
 
 
 def test_a_report_chart_of_many_categories_draws_the_first_thirty(tmp_path: Path) -> None:
-    path = tmp_path / "wide.sql"
-    path.write_text("-- title: Wide\n-- chart: bar x=project,source y=n\nSELECT 1\n")
-    report = parse_report(path)
-    assert report.chart is not None
+    report, spec = charted_report(tmp_path, "-- chart: bar x=project,source y=n\n")
     rows = [("shop", f"s{i:02}", 100 - i) for i in range(45)]
-    chart = report_chart(report, report.chart, {}, ReportResult(["project", "source", "n"], rows))
+    chart = report_chart(report, spec, {}, ReportResult(["project", "source", "n"], rows))
     assert chart.labels == [f"shop/s{i:02}" for i in range(30)]
 
 
 def test_a_day_axis_longer_than_ten_years_is_left_to_the_data(tmp_path: Path) -> None:
-    path = tmp_path / "daily.sql"
-    path.write_text(
-        "-- title: Daily\n-- param: since date = today\n-- param: until date = today\n"
-        "-- chart: bar x=day y=n\nSELECT 1\n"
+    report, spec = charted_report(
+        tmp_path,
+        "-- param: since date = today\n-- param: until date = today\n-- chart: bar x=day y=n\n",
     )
-    report = parse_report(path)
-    assert report.chart is not None
     bound = report.bind({"since": "1990-01-01", "until": "2026-03-01"})
     result = ReportResult(["day", "n"], [("2026-02-27", 3), ("2026-03-01", 4)])
-    chart = report_chart(report, report.chart, bound, result)
+    chart = report_chart(report, spec, bound, result)
     assert chart.labels == ["2026-02-27", "2026-03-01"]  # the newest data is not cut off
 
 

@@ -2,7 +2,10 @@
 
 Writes of the running exporter go through :meth:`Store.call` onto its single writer thread, so
 the event loop never blocks on DuckDB and two writes never interleave; readers take their own
-cursor (a connection of the same database) and run beside the writer.
+cursor (a connection of the same database) and run beside the writer. What the store does is
+in the package's other modules (schema, ingest, totals, history, reads); this one is their
+owner's lifecycle (open, migrate, heal, reopen, checkpoint, close), which is why it is the
+longest of them.
 """
 
 from __future__ import annotations
