@@ -21,6 +21,8 @@ from uuid import UUID
 from exporter.simulator.runs import Identity, RunSpec, corrupt, iso, lognormal, make_run, render
 from exporter.simulator.scenario import Scenario, SimProject, SimSource, stable_uuid
 
+REQUEST_LOG = 1_000_000
+
 
 class SimClock:
     """Wall-clock time that tests can freeze and move; the demo just lets it run.
@@ -102,8 +104,11 @@ class World:
                 self.sources[(project.id, source.id)] = state
         self._spec = lru_cache(maxsize=250_000)(self._scheduled_spec)
         # Per project (= per API key): when each request arrived (monotonic seconds) and the
-        # status it got, so a test or benchmark can count requests per minute and 429s.
-        self.requests: dict[str, list[tuple[float, int]]] = {p.name: [] for p in self.projects()}
+        # status it got, so a test or benchmark can count requests per minute and 429s. The
+        # newest million only: `simulate` may serve for weeks.
+        self.requests: dict[str, deque[tuple[float, int]]] = {
+            p.name: deque(maxlen=REQUEST_LOG) for p in self.projects()
+        }
         self.key_recent: dict[str, deque[datetime]] = {p.name: deque() for p in self.projects()}
         # When enabled: the simulated time each run was first served finished (the earliest
         # the exporter could know it ended), for a benchmark's finish-to-stored delay.
