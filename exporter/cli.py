@@ -40,7 +40,6 @@ from exporter.access import (
     remote_sql,
 )
 from exporter.client import SynthbrewClient, UpstreamError
-from exporter.collector import Target, targets
 from exporter.config import (
     DEFAULT_PORT,
     Config,
@@ -71,6 +70,7 @@ from exporter.sql import SqlError
 from exporter.sql_shell import shell
 from exporter.store import DatabaseLocked, StoreError
 from exporter.supervision import TaskDied
+from exporter.targets import Target, targets
 
 CONFIG_HELP = "Config file (default: $SYNTHBREW_EXPORTER_CONFIG)."
 

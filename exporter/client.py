@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Literal, get_args
 from uuid import UUID
 
 import httpx
@@ -36,15 +36,7 @@ log = logging.getLogger(__name__)
 Reason = Literal[
     "timeout", "connect", "http_4xx", "http_5xx", "rate_limited", "invalid_response", "auth"
 ]
-REASONS: tuple[Reason, ...] = (
-    "timeout",
-    "connect",
-    "http_4xx",
-    "http_5xx",
-    "rate_limited",
-    "invalid_response",
-    "auth",
-)
+REASONS: tuple[Reason, ...] = get_args(Reason)
 MAX_LIMIT = 200
 
 

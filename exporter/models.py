@@ -24,6 +24,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+# A source as the API addresses it: (project id, source id).
+SourceKey = tuple[UUID, UUID]
+
 FINAL_STATUSES = frozenset({"success", "failed"})
 # Still running upstream; any other status without finishedAt is neither finished nor in flight.
 IN_FLIGHT_STATUSES = frozenset({"queued", "active"})

@@ -18,8 +18,9 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from exporter.collector import Collector, Target
+from exporter.poller import Poller
 from exporter.supervision import Faults, guarded
+from exporter.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,9 @@ def start_offset(target: Target, interval: float) -> float:
 
 class PollScheduler:
     def __init__(
-        self, collector: Collector, all_targets: Sequence[Target], faults: Faults | None = None
+        self, poller: Poller, all_targets: Sequence[Target], faults: Faults | None = None
     ) -> None:
-        self.collector = collector
+        self.poller = poller
         self.faults = faults or Faults()
         self.targets = list(all_targets)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
@@ -44,7 +45,7 @@ class PollScheduler:
     def start(self) -> None:
         now = datetime.now(UTC)
         for target in self.targets:
-            interval = self.collector.plan(target).interval_seconds
+            interval = self.poller.state(target).plan.interval_seconds
             self._scheduler.add_job(
                 self._run,
                 trigger=IntervalTrigger(
@@ -83,18 +84,13 @@ class PollScheduler:
             coalesce=True,
         )
 
-    def interval(self, target: Target) -> float:
-        """The interval the source's job runs at now (adaptive polling changes it)."""
-        job = self._scheduler.get_job(target.name)
-        return float(job.trigger.interval.total_seconds()) if job else 0.0
-
     @property
     def all_polled(self) -> bool:
         return len(self.polled) == len(self.targets)
 
     async def _run(self, target: Target) -> None:
-        before = self.collector.plan(target).interval_seconds
-        task = asyncio.create_task(self.collector.poll(target), name=f"poll {target.name}")
+        before = self.poller.state(target).plan.interval_seconds
+        task = asyncio.create_task(self.poller.poll(target), name=f"poll {target.name}")
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         try:
@@ -110,7 +106,7 @@ class PollScheduler:
             return
         finally:
             self.polled.add(target.key)
-        after = self.collector.plan(target).interval_seconds
+        after = self.poller.state(target).plan.interval_seconds
         if after != before and self._scheduler.running:
             log.info("poll %s: interval %.1fs -> %.1fs", target.name, before, after)
             self._scheduler.reschedule_job(

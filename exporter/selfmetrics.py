@@ -33,11 +33,11 @@ from prometheus_client.utils import floatToGoString
 from exporter import __version__
 from exporter.budget import Budgets
 from exporter.client import REASONS
+from exporter.metrics.labels import SOURCE_LABELS
 
 # The contract's upstream reasons, plus `store`: the page arrived but could not be committed.
 POLL_ERROR_REASONS = (*REASONS, "store")
 POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-LABELS = ("project", "source")
 # The `le` values as prometheus_client writes them for an instrumented histogram.
 _BOUNDS = [floatToGoString(b) for b in POLL_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
 
@@ -119,33 +119,33 @@ class ExporterStats(Collector):
         polls = CounterMetricFamily(
             "synthbrew_exporter_polls",
             "Polls of a source's generation events, by outcome.",
-            labels=[*LABELS, "outcome"],
+            labels=[*SOURCE_LABELS, "outcome"],
         )
         errors = CounterMetricFamily(
             "synthbrew_exporter_poll_errors",
             "Failed polls of a source, by cause.",
-            labels=[*LABELS, "reason"],
+            labels=[*SOURCE_LABELS, "reason"],
         )
         duration = HistogramMetricFamily(
             "synthbrew_exporter_poll_duration_seconds",
             "Time one poll of one source took, retries included, in seconds.",
-            labels=list(LABELS),
+            labels=list(SOURCE_LABELS),
         )
         invalid = CounterMetricFamily(
             "synthbrew_exporter_invalid_events",
             "Events in a page that failed validation and were skipped.",
-            labels=list(LABELS),
+            labels=list(SOURCE_LABELS),
         )
         missed = CounterMetricFamily(
             "synthbrew_exporter_possible_missed_events",
             "Polls, after a source's first, that returned a full page none of whose events was"
             " stored before: older events may never have been seen.",
-            labels=list(LABELS),
+            labels=list(SOURCE_LABELS),
         )
         up = GaugeMetricFamily(
             "synthbrew_exporter_source_up",
             "1 if the last poll of this source succeeded, else 0.",
-            labels=list(LABELS),
+            labels=list(SOURCE_LABELS),
         )
         for (project, source), s in sources:
             polls.add_metric([project, source, "success"], s.ok)

@@ -1,6 +1,6 @@
 """Wiring the long-running exporter (``run``) and the one-shot pass (``collect``) together.
 
-Start order is store, client, collector, HTTP server, scheduler; stop order is the reverse, so no
+Start order is store, client, poller, HTTP server, scheduler; stop order is the reverse, so no
 poll ever writes to a closed store and the last thing done is a checkpoint of the database.
 """
 
@@ -18,13 +18,13 @@ import duckdb
 from prometheus_client import CollectorRegistry
 
 from exporter.client import SynthbrewClient
-from exporter.collector import Collector, PollResult, Target, collect_once, targets
 from exporter.config import Config, ConfigError
 from exporter.export import ExportResult, export_parquet
 from exporter.exposition import ExpositionCache
 from exporter.httpserver import address, bind, make_server, on_reload_signal, on_stop_signals
 from exporter.metrics import SourceNames, store_metrics
 from exporter.pages import Catalog, page_routes
+from exporter.poller import Poller, PollResult, poll_all
 from exporter.reports import Report, ReportError, ReportResult, load_reports, run_report
 from exporter.scheduler import PollScheduler
 from exporter.selfmetrics import ApiKeys, ExporterStats
@@ -32,6 +32,7 @@ from exporter.sql import run_sql
 from exporter.store import IngestQueue, Rollups, Store, StoreError
 from exporter.store.db import first_line
 from exporter.supervision import Faults, guarded, until_stopped
+from exporter.targets import Target, targets
 from exporter.web import SourceStatus, build_app
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,11 @@ class Exporter:
     config: Config
     store: Store
     client: SynthbrewClient
-    collector: Collector
+    poller: Poller
     registry: CollectorRegistry
     stats: ExporterStats
     targets: Sequence[Target]
-    writer: IngestQueue
+    queue: IngestQueue
     faults: Faults
     scheduler: PollScheduler | None = field(default=None)
     exposition: ExpositionCache | None = field(default=None)
@@ -54,7 +55,7 @@ class Exporter:
 
     def version(self) -> int:
         """Grows whenever something /metrics shows may have changed: a commit or a poll."""
-        return self.writer.batches + self.collector.polls_done
+        return self.queue.batches + self.poller.polls_done
 
     def reports(self) -> list[Report]:
         return list(load_reports(self.config.reports.queries_dir).values())
@@ -99,7 +100,7 @@ class Exporter:
         """Poll one source right away (e.g. after `regenerate`), outside its schedule."""
         for target in self.targets:
             if target.labels == (project, source):
-                result = await self.collector.poll(target)
+                result = await self.poller.poll(target)
                 return {"ok": result.ok, "received": result.received, "new": result.new}
         raise KeyError(f"{project}/{source}")
 
@@ -134,8 +135,8 @@ class Exporter:
         out = []
         for t in self.targets:
             state = states.get(t.key)
-            last = self.collector.last_results.get(t.key)
-            plan = self.collector.plan(t)
+            polled = self.poller.state(t)
+            last, plan = polled.last, polled.plan
             out.append(
                 SourceStatus(
                     project=t.project.name,
@@ -190,20 +191,20 @@ async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
         await store.call(
             store.sync_sources, [(t.project.id, t.source.id, *t.labels) for t in all_targets]
         )
-        writer = IngestQueue(
+        queue = IngestQueue(
             store, timedelta(seconds=config.collector.stale_after_seconds), faults=faults
         )
         async with SynthbrewClient(config.api, budgets=config.budgets()) as client:
             registry.register(ApiKeys(client.budgets))
-            collector = Collector(config, client, store, writer, stats)
-            await asyncio.to_thread(collector.warm_start, all_targets)
+            poller = Poller(config, client, store, queue, stats)
+            await asyncio.to_thread(poller.warm_start, all_targets)
             _settle_gc()
             try:
                 yield Exporter(
-                    config, store, client, collector, registry, stats, all_targets, writer, faults
+                    config, store, client, poller, registry, stats, all_targets, queue, faults
                 )
             finally:
-                await writer.aclose()
+                await queue.aclose()
     finally:
         gc.unfreeze()
         await asyncio.to_thread(store.close)
@@ -211,7 +212,7 @@ async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
 
 async def collect(config: Config, on_done: Callable[[PollResult], object]) -> list[PollResult]:
     async with open_exporter(config) as exporter:
-        return await collect_once(exporter.collector, exporter.targets, on_done)
+        return await poll_all(exporter.poller, exporter.targets, on_done)
 
 
 async def run(
@@ -269,9 +270,7 @@ async def run(
             announce(f"exporter:   {url}/  (metrics: {url}/metrics, ready: {url}/readyz)")
             announce(f"reports:    {url}/reports  (or: synthbrew-exporter report --url {url})")
             serving(url)
-            exporter.scheduler = PollScheduler(
-                exporter.collector, exporter.targets, exporter.faults
-            )
+            exporter.scheduler = PollScheduler(exporter.poller, exporter.targets, exporter.faults)
             export = config.export
             if export.path is not None and export.interval_seconds is not None:
                 exporter.scheduler.every(
@@ -279,7 +278,7 @@ async def run(
                 )
             exporter.scheduler.start()
             try:
-                await until_stopped(stop, [refresher, web_task, exporter.writer.start()])
+                await until_stopped(stop, [refresher, web_task, exporter.queue.start()])
             finally:
                 log.info("stopping: no new polls")
                 abandoned = await exporter.scheduler.stop(config.collector.shutdown_grace_seconds)

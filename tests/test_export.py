@@ -8,11 +8,11 @@ from pathlib import Path
 
 import duckdb
 
-from exporter.collector import targets
 from exporter.export import export_parquet
 from exporter.store import Store
+from exporter.targets import targets
 from tests.conftest import EPOCH, Sim, make_scenario
-from tests.test_collector import running, target
+from tests.test_poller import running, target
 
 NOW = EPOCH.replace(day=2, hour=14)
 

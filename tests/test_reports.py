@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from exporter.collector import targets
 from exporter.reports import (
     CONTEXT,
     ReportError,
@@ -24,8 +23,9 @@ from exporter.reports import (
     run_report,
 )
 from exporter.store import Store
+from exporter.targets import targets
 from tests.conftest import EPOCH, Sim, make_scenario
-from tests.test_collector import running, target
+from tests.test_poller import running, target
 
 REPORTS = load_reports()
 SCENARIO = [

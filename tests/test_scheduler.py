@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from statistics import pstdev
@@ -8,12 +9,12 @@ from uuid import uuid4
 
 import pytest
 
-from exporter.collector import Target, targets
 from exporter.config import ProjectConfig, SourceConfig
 from exporter.scheduler import PollScheduler, start_offset
 from exporter.supervision import Faults
+from exporter.targets import Target, targets
 from tests.conftest import Sim, eventually, make_scenario
-from tests.test_collector import running, stored, truth
+from tests.test_poller import running, stored, truth
 
 
 def fake_target() -> Target:
@@ -57,8 +58,9 @@ async def test_stop_waits_for_polls_in_flight(
 
 
 async def test_overflowing_source_is_rescheduled_sooner(
-    start_sim: Callable[..., Sim], tmp_path: Path
+    start_sim: Callable[..., Sim], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="exporter.scheduler")
     sim = start_sim(make_scenario([{"name": "busy", "runs_per_hour": 3600}]))
     async with running(sim, tmp_path / "x.duckdb", interval_seconds=4, min_interval_seconds=1) as (
         c,
@@ -72,9 +74,10 @@ async def test_overflowing_source_is_rescheduled_sooner(
         scheduler.start()
         await eventually(lambda: scheduler.all_polled)
         await asyncio.sleep(0.1)
-        interval = scheduler.interval(t)
         await scheduler.stop(5)
-    assert interval == 2
+        assert c.state(t).plan.interval_seconds == 2
+    # The job itself was moved to the new interval, not only the plan.
+    assert f"poll {t.name}: interval 4.0s -> 2.0s" in caplog.text
 
 
 async def test_housekeeping_jobs_run_beside_the_polls(sim: Sim, tmp_path: Path) -> None:

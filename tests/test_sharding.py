@@ -5,9 +5,9 @@ from uuid import uuid4
 
 import pytest
 
-from exporter.collector import targets
 from exporter.config import ConfigError, parse_config
 from exporter.sharding import Shard, shard_of
+from exporter.targets import targets
 from tests.test_config import data
 
 SOURCES = [uuid4() for _ in range(3000)]

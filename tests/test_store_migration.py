@@ -12,7 +12,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import duckdb
 import pyarrow as pa
@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from exporter.billing import current_month
 from exporter.config import BillingConfig
 from exporter.metrics import SourceNames, store_metrics
+from exporter.models import SourceKey
 from exporter.reports import ReportError, load_reports, run_report
 from exporter.store import MIGRATIONS, Rollups, Store, page_table
 from exporter.store.schema import FINISHED_PER_DAY
@@ -123,7 +124,7 @@ def v2_exposed(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, frozenset[Any
     """What the v2 exporter showed: its metrics, recounted from ``events`` as it did."""
     out: dict[tuple[str, frozenset[Any]], float] = {}
 
-    def put(name: str, key: tuple[UUID, UUID], value: float, **labels: str) -> None:
+    def put(name: str, key: SourceKey, value: float, **labels: str) -> None:
         names = NAMES.get(key)
         if names is not None:
             out[

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from uuid import UUID
 
 from exporter.config import BillingConfig
 from exporter.metrics.billing import Billing
@@ -22,6 +21,7 @@ from exporter.metrics.generation import (
 )
 from exporter.metrics.isolation import Isolated
 from exporter.metrics.store import StoreTables, StoreWrites
+from exporter.models import SourceKey
 from exporter.store import Store
 from exporter.supervision import Faults
 
@@ -30,7 +30,7 @@ __all__ = ["Isolated", "SourceNames", "store_metrics"]
 
 def store_metrics(
     store: Store,
-    names: Mapping[tuple[UUID, UUID], SourceNames],
+    names: Mapping[SourceKey, SourceNames],
     billing: BillingConfig | None = None,
     faults: Faults | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),

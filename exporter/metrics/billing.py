@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.billing import Month, cost, current_month, project_linear
 from exporter.config import BillingConfig
-from exporter.metrics.generation import LABELS, SourceFamilies, SourceNames
+from exporter.metrics.generation import SourceFamilies, SourceNames
+from exporter.metrics.labels import SOURCE_LABELS
+from exporter.models import SourceKey
 from exporter.store import Store
 from exporter.store import reads as store_reads
 
@@ -21,7 +22,7 @@ class Billing(SourceFamilies):
     def __init__(
         self,
         store: Store,
-        names: Mapping[tuple[UUID, UUID], SourceNames],
+        names: Mapping[SourceKey, SourceNames],
         billing: BillingConfig,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -42,12 +43,12 @@ class Billing(SourceFamilies):
         mtd = GaugeMetricFamily(
             "synthbrew_billable_rows_month_to_date",
             f"Billable rows of runs finished this calendar month ({timezone}).",
-            labels=LABELS,
+            labels=list(SOURCE_LABELS),
         )
         projected = GaugeMetricFamily(
             "synthbrew_billable_rows_projected_month_end",
             "Billable rows this month projected linearly to the end of the month.",
-            labels=LABELS,
+            labels=list(SOURCE_LABELS),
         )
         per_project: dict[str, float] = {}
         for names in sorted(self.names.values(), key=lambda n: (n.project, n.source)):

@@ -14,17 +14,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from uuid import UUID
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.duration_histogram import DurationHistogram
-from exporter.models import IN_FLIGHT_STATUSES
+from exporter.metrics.labels import SOURCE_LABELS
+from exporter.models import IN_FLIGHT_STATUSES, SourceKey
 from exporter.store import Store
 from exporter.store import reads as store_reads
 
-LABELS = ["project", "source"]
 _RETRACTED = " Decreases of the same value, when a finished run changed, are counted in {}."
 
 
@@ -37,7 +36,7 @@ class SourceNames:
 class SourceFamilies(Collector):
     """A collector of per-source families: the store, and the configured names of its sources."""
 
-    def __init__(self, store: Store, names: Mapping[tuple[UUID, UUID], SourceNames]) -> None:
+    def __init__(self, store: Store, names: Mapping[SourceKey, SourceNames]) -> None:
         self.store = store
         self.names = dict(names)
 
@@ -45,7 +44,7 @@ class SourceFamilies(Collector):
         """Nothing to describe up front: registering must not query the database."""
         return iter(())
 
-    def _labels(self, key: tuple[UUID, UUID]) -> list[str] | None:
+    def _labels(self, key: SourceKey) -> list[str] | None:
         """The configured names of a source; None for a source no longer configured."""
         names = self.names.get(key)
         return None if names is None else [names.project, names.source]
@@ -62,24 +61,24 @@ class Runs(SourceFamilies):
             "Finished generation runs (status success or failed, or any status with finishedAt),"
             " counted when a run enters this trigger and status."
             + _RETRACTED.format("synthbrew_generation_runs_retracted_total"),
-            labels=[*LABELS, "trigger", "status"],
+            labels=[*SOURCE_LABELS, "trigger", "status"],
         )
         runs_retracted = CounterMetricFamily(
             "synthbrew_generation_runs_retracted",
             "Finished runs that later left this trigger and status (e.g. a failed run retried"
             " under the same id).",
-            labels=[*LABELS, "trigger", "status"],
+            labels=[*SOURCE_LABELS, "trigger", "status"],
         )
         failures = CounterMetricFamily(
             "synthbrew_generation_failures",
             "Finished generation runs with status failed."
             + _RETRACTED.format("synthbrew_generation_failures_retracted_total"),
-            labels=[*LABELS, "trigger"],
+            labels=[*SOURCE_LABELS, "trigger"],
         )
         failures_retracted = CounterMetricFamily(
             "synthbrew_generation_failures_retracted",
             "Failed runs that later stopped being failed (retried, or corrected).",
-            labels=[*LABELS, "trigger"],
+            labels=[*SOURCE_LABELS, "trigger"],
         )
         failed: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0])
         for total in run_totals:
@@ -113,7 +112,7 @@ class Runs(SourceFamilies):
             "synthbrew_generation_duration_seconds",
             "Duration of finished generation runs (durationMs), in seconds; a run is observed"
             " each time it enters a finished trigger and status with a duration.",
-            [*LABELS, "trigger", "status"],
+            [*SOURCE_LABELS, "trigger", "status"],
             self.store.rollups.duration_buckets,
             series,
         )
@@ -125,7 +124,7 @@ class Rows(SourceFamilies):
     def collect(self) -> Iterator[Metric]:
         families = {
             name: CounterMetricFamily(
-                f"synthbrew_generation_{name}", help_text, labels=[*LABELS, "trigger"]
+                f"synthbrew_generation_{name}", help_text, labels=[*SOURCE_LABELS, "trigger"]
             )
             for name, help_text in (
                 (
@@ -171,12 +170,12 @@ class InProgress(SourceFamilies):
         gauge = GaugeMetricFamily(
             "synthbrew_generation_in_progress",
             "Runs now queued or active (runs flagged stale excluded).",
-            labels=[*LABELS, "status"],
+            labels=[*SOURCE_LABELS, "status"],
         )
         stale_gauge = GaugeMetricFamily(
             "synthbrew_generation_stale_runs",
             "Runs last seen queued or active that left the event window without finishing.",
-            labels=LABELS,
+            labels=list(SOURCE_LABELS),
         )
         for key, names in sorted(self.names.items(), key=lambda kv: (kv[1].project, kv[1].source)):
             labels = [names.project, names.source]
@@ -194,7 +193,7 @@ class LastFinished(SourceFamilies):
         family = GaugeMetricFamily(
             "synthbrew_generation_last_finished_timestamp_seconds",
             "finishedAt of the newest finished run per status, as a Unix timestamp in seconds.",
-            labels=[*LABELS, "status"],
+            labels=[*SOURCE_LABELS, "status"],
         )
         for (key, status), when in sorted(
             store_reads.last_finished(self.store.cursor()).items(), key=str
@@ -212,7 +211,7 @@ class SourceInfo(SourceFamilies):
         family = GaugeMetricFamily(
             "synthbrew_source_info",
             "Maps configured project and source names to their ids. Always 1.",
-            labels=[*LABELS, "project_id", "source_id"],
+            labels=[*SOURCE_LABELS, "project_id", "source_id"],
         )
         for (project_id, source_id), names in sorted(
             self.names.items(), key=lambda kv: (kv[1].project, kv[1].source)

@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
+from exporter.models import SourceKey
 from exporter.simulator.runs import Identity, RunSpec, corrupt, iso, lognormal, make_run, render
 from exporter.simulator.scenario import Scenario, SimProject, SimSource, stable_uuid
 
@@ -94,7 +95,7 @@ class World:
         self.epoch = scenario.resolved_epoch(self.clock.now())
         self.team_id = stable_uuid(scenario.seed, "team")
         self.lock = threading.Lock()
-        self.sources: dict[tuple[UUID, UUID], SourceState] = {}
+        self.sources: dict[SourceKey, SourceState] = {}
         for project in scenario.projects:
             assert project.id is not None
             for source in project.sources:
@@ -120,7 +121,7 @@ class World:
     def source(self, project_id: UUID, source_id: UUID) -> SourceState | None:
         return self.sources.get((project_id, source_id))
 
-    def _scheduled_spec(self, key: tuple[UUID, UUID], index: int) -> RunSpec:
+    def _scheduled_spec(self, key: SourceKey, index: int) -> RunSpec:
         state = self.sources[key]
         src = state.source
         rng = random.Random(f"{self.scenario.seed}/{state.id}/{index}")

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic_core import to_json
 
-from exporter.models import PROGRESS_FIELDS, GenerationEvent
+from exporter.models import PROGRESS_FIELDS, GenerationEvent, SourceKey
 from exporter.store import history, totals
 from exporter.store.db import registered, scalar, transaction
 from exporter.store.schema import finished, in_flight
@@ -201,7 +201,7 @@ class PageIn:
     unchanged: frozenset[UUID] = frozenset()
 
     @property
-    def key(self) -> tuple[UUID, UUID]:
+    def key(self) -> SourceKey:
         return self.project_id, self.source_id
 
 
@@ -209,7 +209,7 @@ class PageIn:
 class Written:
     """What one batch did: runs flagged stale per source, and rows that went into live."""
 
-    stale: dict[tuple[UUID, UUID], int]
+    stale: dict[SourceKey, int]
     added_to_live: int
     events: int
     looked_in_history: bool = False
@@ -260,8 +260,8 @@ def page_table(events: Sequence[GenerationEvent]) -> pa.Table:
 
 def _poll_params(pages: Sequence[PageIn]) -> dict[str, list[Any]]:
     """One row per source in the batch (the last page of a source wins), as list parameters."""
-    latest: dict[tuple[UUID, UUID], PageIn] = {}
-    counts: dict[tuple[UUID, UUID], int] = {}
+    latest: dict[SourceKey, PageIn] = {}
+    counts: dict[SourceKey, int] = {}
     for page in pages:
         latest[page.key] = page
         counts[page.key] = counts.get(page.key, 0) + 1
@@ -297,7 +297,7 @@ def write_batch(
     """
     page = page_table([e for p in pages for e in p.events if e.id not in p.unchanged])
     windows = [str(p.source_id) for p in pages if p.full_window]
-    stale: dict[tuple[UUID, UUID], int] = dict.fromkeys((p.key for p in pages), 0)
+    stale: dict[SourceKey, int] = dict.fromkeys((p.key for p in pages), 0)
     added = revived = 0
     looked = False
     with registered(conn, page=page), transaction(conn):

@@ -16,11 +16,11 @@ from uuid import UUID
 
 import duckdb
 
-from exporter.models import PROGRESS_FIELDS, fingerprint
+from exporter.models import PROGRESS_FIELDS, SourceKey, fingerprint
 from exporter.store.schema import finished, in_flight
 from exporter.window import Window
 
-SourceKey = tuple[UUID, UUID]
+SourceKey = SourceKey
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """The :class:`Store`: the one owner of the DuckDB file.
 
-Writes of the running exporter go through :meth:`Store.call` onto its single writer thread, so
+Writes of the running exporter go through :meth:`Store.call` onto its single write thread, so
 the event loop never blocks on DuckDB and two writes never interleave; readers take their own
-cursor (a connection of the same database) and run beside the writer. What the store does is
-in the package's other modules (schema, ingest, totals, history, reads); this one is their
-owner's lifecycle (open, migrate, heal, reopen, checkpoint, close), which is why it is the
-longest of them.
+cursor (a connection of the same database) and run beside the writes. A one-shot command that
+holds the file alone (``regenerate`` storing its run, ``export``) calls the store directly.
+What the store does is in the package's other modules (schema, ingest, totals, history,
+reads); this one is their owner's lifecycle (open, migrate, heal, reopen, checkpoint, close),
+which is why it is the longest of them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from uuid import UUID
 import duckdb
 import pyarrow as pa
 
-from exporter.models import GenerationEvent
+from exporter.models import GenerationEvent, SourceKey
 from exporter.store import history, reads, totals
 from exporter.store.db import (
     StoreError,
@@ -108,7 +109,7 @@ class Store:
         self._readers = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._generation = 0
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-writer")
+        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-writer")
         self._added_since_retire = 0
         self._retired_at = time.monotonic()
         self._checkpointed_at: float | None = None
@@ -119,7 +120,7 @@ class Store:
                 self._migrate()
                 self.rollups = self._sync_rollups(rollups)
                 try:
-                    self._prepare_writer()
+                    self._prepare_connection()
                 except duckdb.Error as exc:
                     raise StoreError(
                         f"{self.path}: cannot open the database: {first_line(exc)}"
@@ -134,7 +135,7 @@ class Store:
 
         A failed checkpoint loses nothing (the WAL holds every commit), so it is only logged.
         """
-        self._writer.shutdown(wait=True)
+        self._write_thread.shutdown(wait=True)
         with self._lock:
             for cur in self._cursors:
                 cur.close()
@@ -148,7 +149,7 @@ class Store:
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store method on the writer thread, off the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self._write_thread, lambda: fn(*args, **kwargs))
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's reader cursor: reads run beside the writer, never on its connection.
@@ -202,7 +203,7 @@ class Store:
                 self._conn.close()
             self._conn = connect(self.path, False, self._settings)
             try:
-                self._prepare_writer()
+                self._prepare_connection()
             except duckdb.Error as exc:
                 raise StoreError(
                     f"{self.path}: cannot reopen the database: {first_line(exc)}"
@@ -247,7 +248,7 @@ class Store:
                 time.perf_counter() - started,
             )
 
-    def _prepare_writer(self) -> None:
+    def _prepare_connection(self) -> None:
         with registered(self._conn, page_schema=page_table([])):
             self._conn.execute(WORK_TABLES)
         self._history_newest = history.newest(self._conn)
@@ -272,7 +273,7 @@ class Store:
     @writes
     def ingest(
         self, pages: Sequence[PageIn], *, now: datetime, stale_after: timedelta
-    ) -> dict[tuple[UUID, UUID], int]:
+    ) -> dict[SourceKey, int]:
         """Upsert a batch of pages in one transaction; flag runs that left a full window.
 
         Returns how many runs were flagged stale, per source. Only pages that were the full
@@ -431,14 +432,14 @@ class Store:
                 {"p": project_id, "s": source_id, "m": month, "f": fingerprint, "now": now},
             )
 
-    def poll_states(self) -> dict[tuple[UUID, UUID], reads.PollState]:
+    def poll_states(self) -> dict[SourceKey, reads.PollState]:
         return reads.poll_states(self.cursor())
 
-    def event_counts(self) -> dict[tuple[UUID, UUID], int]:
+    def event_counts(self) -> dict[SourceKey, int]:
         return reads.run_counts(self.cursor())
 
     def export_fingerprints(self) -> dict[tuple[UUID, UUID, str], str]:
         return reads.export_fingerprints(self.cursor())
 
-    def windows(self, per_source: int) -> dict[tuple[UUID, UUID], Window]:
+    def windows(self, per_source: int) -> dict[SourceKey, Window]:
         return reads.windows(self.cursor(), per_source)

@@ -12,43 +12,37 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.client import SynthbrewClient
-from exporter.collector import (
-    Collector,
-    Plan,
-    PollResult,
-    collect_once,
-    plan_next,
-    poll_interval,
-    targets,
-)
 from exporter.config import CollectorConfig, parse_config
+from exporter.next_poll import Plan, plan_next, poll_interval
+from exporter.poller import Poller, PollResult, poll_all
 from exporter.selfmetrics import ExporterStats
 from exporter.store import IngestQueue, Store
+from exporter.targets import targets
 from tests.conftest import Sim, config_data, make_scenario
 
 
 @asynccontextmanager
 async def running(
     sim: Sim, db: Path, api: dict[str, Any] | None = None, **collector: Any
-) -> AsyncIterator[tuple[Collector, Store, CollectorRegistry]]:
+) -> AsyncIterator[tuple[Poller, Store, CollectorRegistry]]:
     data = config_data(sim, **(api or {}))
     data["collector"] = collector
     data["database"] = {"path": str(db)}
     config = parse_config(data, environ={})
     store = Store(config.database.path)
     registry = CollectorRegistry()
-    writer = IngestQueue(store, timedelta(seconds=config.collector.stale_after_seconds))
+    queue = IngestQueue(store, timedelta(seconds=config.collector.stale_after_seconds))
     try:
         async with SynthbrewClient(config.api) as client:
-            c = Collector(config, client, store, writer, ExporterStats(registry))
+            c = Poller(config, client, store, queue, ExporterStats(registry))
             c.warm_start(targets(config))
             yield c, store, registry
     finally:
-        await writer.aclose()
+        await queue.aclose()
         store.close()
 
 
-def target(c: Collector, name: str) -> Any:
+def target(c: Poller, name: str) -> Any:
     return next(t for t in targets(c.config) if t.source.name == name)
 
 
@@ -195,9 +189,7 @@ async def test_failing_source_is_recorded_and_does_not_block_others(
     api = {"timeout_seconds": 1, "retry": {"attempts": 2, "backoff_seconds": 0.05}}
     order: list[str] = []
     async with running(sim, tmp_path / "x.duckdb", api) as (c, store, registry):
-        results = await collect_once(
-            c, targets(c.config), lambda r: order.append(r.target.source.name)
-        )
+        results = await poll_all(c, targets(c.config), lambda r: order.append(r.target.source.name))
         by_name = {r.target.source.name: r for r in results}
         states = store.poll_states()
     assert by_name["good"].ok
@@ -238,10 +230,10 @@ async def test_restart_resumes_the_same_state(sim: Sim, tmp_path: Path) -> None:
     db = tmp_path / "x.duckdb"
     async with running(sim, db, quiet_page_limit=10) as (c, store, _):
         await c.poll(target(c, "orders"))
-        plan = c.plan(target(c, "orders"))
+        plan = c.state(target(c, "orders")).plan
         before = stored(store)
     async with running(sim, db, quiet_page_limit=10) as (c, store, _):
-        assert c.plan(target(c, "orders")) == plan, "adaptive plan restored from poll_state"
+        assert c.state(target(c, "orders")).plan == plan, "adaptive plan restored from poll_state"
         assert stored(store) == before
         again = await c.poll(target(c, "orders"))
     assert not again.possible_gap
@@ -333,6 +325,6 @@ async def test_polls_run_concurrently_within_max_concurrency(
     sources = [{"name": f"s{i}", "faults": {"latency_ms": 200}} for i in range(5)]
     sim = start_sim(make_scenario(sources))
     async with running(sim, tmp_path / "x.duckdb", {"max_concurrency": limit}) as (c, _, _):
-        results: list[PollResult] = await collect_once(c, targets(c.config))
+        results: list[PollResult] = await poll_all(c, targets(c.config))
     assert all(r.ok for r in results)
     assert sim.app.max_in_flight == limit, "polls overlap, up to api.max_concurrency at once"
