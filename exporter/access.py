@@ -1,135 +1,241 @@
-"""Reading the database from a second process, as seamlessly as DuckDB allows.
+"""How a command reaches the data: the database file, or the running exporter that holds it.
 
-DuckDB lets one process write a database file and nobody else open it meanwhile. So ``report``
-and ``export`` first try the file directly (fast, and works when no exporter runs); when a running
-exporter holds the lock they ask that exporter over HTTP instead (``/api/reports``,
-``/api/export``), which runs the same code against its own connection.
+DuckDB lets one process write a database file and nobody else open it meanwhile. So a command
+first tries the file itself (fast, and works when no exporter runs); when a running exporter
+holds the lock it asks that exporter over HTTP (``/api/...``), which runs the same code against
+its own connection. :class:`Data` is what both offer, and what the running exporter serves over
+HTTP (``web.Api``); :func:`open_data` is the one place that chooses between them.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from uuid import UUID
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
+from exporter.config import Config, DatabaseConfig, ReportsConfig, load_config
+from exporter.errors import InvalidInput, NotConfigured, NotFound, Unavailable
 from exporter.export import ExportResult, export_parquet
 from exporter.models import GenerationEvent
-from exporter.reports import Report, ReportError, ReportResult, run_report
-from exporter.sql import SqlError, open_read_only, run_sql
-from exporter.store import Store
+from exporter.reports import ReportInfo, ReportResult, find_report, load_reports, run_report
+from exporter.sql import open_read_only, run_sql
+from exporter.store import DatabaseLocked, Store
+from exporter.targets import Target
 
 ENV_WEB_AUTH = "SYNTHBREW_WEB_AUTH"
 ENV_WEB_CA_FILE = "SYNTHBREW_WEB_CA_FILE"
+T = TypeVar("T")
 
 
-class RemoteError(Exception):
-    """The running exporter could not be reached or refused the request."""
+class Data(Protocol):
+    """The stored runs as a command sees them: named reports, ad-hoc SQL, the Parquet export."""
 
-    def __init__(self, message: str, status: int = 0, detail: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.detail = detail
+    def reports(self) -> Sequence[ReportInfo]: ...
 
+    def run_report(self, name: str, params: Mapping[str, str]) -> ReportResult: ...
 
-def local_report(db: Path, report: Report, params: Mapping[str, Any]) -> ReportResult:
-    if not db.exists():
-        raise ReportError(f"{db}: no such database (run `collect` or `run` first)")
-    store = Store(db, read_only=True)
-    try:
-        return run_report(store.cursor(), report, params)
-    finally:
-        store.close(checkpoint=False)
+    def run_sql(self, sql: str) -> ReportResult: ...
+
+    def export(self) -> ExportResult: ...
 
 
-def remote_reports(url: str) -> list[dict[str, Any]]:
-    answer = _call("GET", f"{url}/api/reports")
-    return list(answer["reports"])
+class RemoteError(Unavailable):
+    """The running exporter could not be reached, or failed."""
 
 
-def remote_report(url: str, name: str, params: Mapping[str, str]) -> ReportResult:
-    return ReportResult.from_json(_call("GET", f"{url}/api/reports/{name}", params=dict(params)))
+@dataclass(frozen=True)
+class SqlLimits:
+    """The running exporter's bounds on ad-hoc SQL, applied to a local query too: the same
+    answer either way."""
+
+    memory_limit: str = DatabaseConfig().memory_limit
+    threads: int = DatabaseConfig().threads
+    max_rows: int = ReportsConfig().sql_max_rows
+    timeout_seconds: float = ReportsConfig().sql_timeout_seconds
+
+    @classmethod
+    def of(cls, config: Config) -> SqlLimits:
+        db, reports = config.database, config.reports
+        return cls(db.memory_limit, db.threads, reports.sql_max_rows, reports.sql_timeout_seconds)
 
 
-def local_sql(
-    db: Path, sql: str, *, memory_limit: str, threads: int, max_rows: int, timeout_seconds: float
-) -> ReportResult:
-    """The query on a read-only, contained instance of a database no exporter holds, bounded as
-    the running exporter bounds it, so both ways give the same answer."""
-    if not db.exists():
-        raise SqlError(f"{db}: no such database (run `collect` or `run` first)")
-    conn = open_read_only(db, memory_limit, threads)
-    try:
-        return run_sql(conn, sql, max_rows=max_rows, timeout_seconds=timeout_seconds).plain()
-    finally:
-        conn.close()
+@dataclass(frozen=True)
+class LocalFile:
+    """The database file itself, opened for each call (read-only for reads) and closed after."""
 
+    path: Path
+    queries_dir: Path | None = None
+    export_path: Path | None = None
+    limits: SqlLimits = field(default_factory=SqlLimits)
 
-def remote_sql(url: str, sql: str) -> ReportResult:
-    """The query through the running exporter; a refused or failed query is the user's to fix
-    (SqlError), exactly as it would be on a free file."""
-    try:
-        return ReportResult.from_json(_call("POST", f"{url}/api/sql", json={"sql": sql}))
-    except RemoteError as exc:
-        if exc.status == 400:
-            raise SqlError(exc.detail) from None
-        raise
+    def reports(self) -> list[ReportInfo]:
+        return [r.info for r in load_reports(self.queries_dir).values()]
 
-
-def remote_export(url: str) -> ExportResult:
-    return ExportResult(**_call("POST", f"{url}/api/export"))
-
-
-def local_export(db: Path, root: Path) -> ExportResult:
-    store = Store(db)
-    try:
-        return export_parquet(store, root, datetime.now(UTC))
-    finally:
-        store.close()
-
-
-def local_ingest(
-    db: Path, project_id: UUID, source_id: UUID, events: list[GenerationEvent]
-) -> None:
-    store = Store(db)
-    try:
-        store.ingest_page(project_id, source_id, events, now=datetime.now(UTC))
-    finally:
-        store.close()
-
-
-def remote_poll(url: str, project: str, source: str) -> dict[str, Any]:
-    """Ask the running exporter to poll one source now (it holds the database)."""
-    return dict(_call("POST", f"{url}/api/poll/{project}/{source}"))
-
-
-def _call(method: str, url: str, **kwargs: Any) -> Any:
-    """One request to the running exporter, with the credentials and CA from the environment
-    when its endpoints are protected (basic auth, TLS with a private CA)."""
-    user, sep, password = os.environ.get(ENV_WEB_AUTH, "").partition(":")
-    auth = httpx.BasicAuth(user, password) if sep else None
-    ca_file = os.environ.get(ENV_WEB_CA_FILE)
-    try:
-        verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=ca_file) if ca_file else True
-        )
-    except (OSError, ssl.SSLError) as exc:
-        raise RemoteError(f"{ENV_WEB_CA_FILE}={ca_file}: cannot load the CA: {exc}") from None
-    try:
-        response = httpx.request(method, url, timeout=120, auth=auth, verify=verify, **kwargs)
-    except httpx.HTTPError as exc:
-        raise RemoteError(f"cannot reach the running exporter at {url}: {exc}") from None
-    if response.status_code >= 400:
+    def run_report(self, name: str, params: Mapping[str, str]) -> ReportResult:
+        report = find_report(load_reports(self.queries_dir), name)
+        bound = report.bind(params)
+        store = Store(self._existing(), read_only=True)
         try:
-            detail = response.json().get("error", response.text)
+            return run_report(store.cursor(), report, bound)
+        finally:
+            store.close(checkpoint=False)
+
+    def run_sql(self, sql: str) -> ReportResult:
+        """On a read-only, contained instance (``exporter.sql``), bounded as the exporter is."""
+        limits = self.limits
+        conn = open_read_only(self._existing(), limits.memory_limit, limits.threads)
+        try:
+            return run_sql(
+                conn, sql, max_rows=limits.max_rows, timeout_seconds=limits.timeout_seconds
+            ).plain()
+        finally:
+            conn.close()
+
+    def export(self) -> ExportResult:
+        if self.export_path is None:
+            raise NotConfigured("no export directory: pass --output DIR or set export.path")
+        store = Store(self.path)
+        try:
+            return export_parquet(store, self.export_path, datetime.now(UTC))
+        finally:
+            store.close()
+
+    def store_run(self, target: Target, run: GenerationEvent) -> str:
+        store = Store(self.path)
+        try:
+            store.ingest_page(*target.key, [run], now=datetime.now(UTC))
+        finally:
+            store.close()
+        return f"stored run {run.id} in {self.path}"
+
+    def _existing(self) -> Path:
+        if not self.path.exists():
+            raise NotFound(f"{self.path}: no such database (run `collect` or `run` first)")
+        return self.path
+
+
+@dataclass(frozen=True)
+class RunningExporter:
+    """A running exporter's ``/api`` endpoints, with the credentials and CA from the
+    environment when its endpoints are protected (basic auth, TLS with a private CA)."""
+
+    url: str
+    export_path: Path | None = None  # where it exports to, when known from the config
+
+    def reports(self) -> list[ReportInfo]:
+        return [ReportInfo.from_json(r) for r in self._call("GET", "/api/reports")["reports"]]
+
+    def run_report(self, name: str, params: Mapping[str, str]) -> ReportResult:
+        answer = self._call("GET", f"/api/reports/{name}", params=dict(params))
+        return ReportResult.from_json(answer)
+
+    def run_sql(self, sql: str) -> ReportResult:
+        return ReportResult.from_json(self._call("POST", "/api/sql", json={"sql": sql}))
+
+    def export(self) -> ExportResult:
+        return ExportResult(**self._call("POST", "/api/export"))
+
+    def store_run(self, target: Target, run: GenerationEvent) -> str:
+        """Ask the exporter to poll the source now: it holds the database."""
+        self._call("POST", "/api/poll/{}/{}".format(*target.labels))
+        return "the running exporter polled the source: the run is stored"
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request; an answer with an error status becomes the error kind it stands for
+        (``exporter.errors``), so a refused query is the user's to fix either way."""
+        user, sep, password = os.environ.get(ENV_WEB_AUTH, "").partition(":")
+        auth = httpx.BasicAuth(user, password) if sep else None
+        ca_file = os.environ.get(ENV_WEB_CA_FILE)
+        try:
+            verify: ssl.SSLContext | bool = (
+                ssl.create_default_context(cafile=ca_file) if ca_file else True
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise RemoteError(f"{ENV_WEB_CA_FILE}={ca_file}: cannot load the CA: {exc}") from None
+        url = f"{self.url}{path}"
+        try:
+            response = httpx.request(method, url, timeout=120, auth=auth, verify=verify, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"cannot reach the running exporter at {self.url}: {exc}") from None
+        if response.status_code < 400:
+            return response.json()
+        try:
+            detail = str(response.json().get("error", response.text))
         except ValueError:
             detail = response.text
-        raise RemoteError(
-            f"{url}: HTTP {response.status_code}: {detail}", response.status_code, detail
-        )
-    return response.json()
+        kind = {400: InvalidInput, 404: NotFound, 409: NotConfigured}.get(response.status_code)
+        if kind is not None:
+            raise kind(detail)
+        raise RemoteError(f"{url}: HTTP {response.status_code}: {detail}")
+
+
+@dataclass(frozen=True)
+class FileOrExporter:
+    """The file while no exporter holds it, else the exporter; decided on each call, since an
+    exporter may start or stop between two queries of the interactive prompt."""
+
+    local: LocalFile
+    remote: RunningExporter | None
+
+    def reports(self) -> list[ReportInfo]:
+        return self.local.reports()  # the queries directory, not the database
+
+    def run_report(self, name: str, params: Mapping[str, str]) -> ReportResult:
+        return self._either(lambda data: data.run_report(name, params), self.remote)
+
+    def run_sql(self, sql: str) -> ReportResult:
+        return self._either(lambda data: data.run_sql(sql), self.remote)
+
+    def export(self) -> ExportResult:
+        remote = self.remote
+        if remote is not None and self.local.export_path != remote.export_path:
+            raise_instead = "it exports only to export.path; drop --output or stop it"
+            return self._either(lambda data: data.export(), None, raise_instead)
+        return self._either(lambda data: data.export(), remote)
+
+    def store_run(self, target: Target, run: GenerationEvent) -> str:
+        return self._either(lambda data: data.store_run(target, run), self.remote)
+
+    def _either(
+        self,
+        call: Callable[[LocalFile | RunningExporter], T],
+        remote: RunningExporter | None,
+        why_not_remote: str = "pass --url or --config",
+    ) -> T:
+        try:
+            return call(self.local)
+        except DatabaseLocked:
+            if remote is None:
+                message = f"{self.local.path} is locked by a running exporter: {why_not_remote}"
+                raise Unavailable(message) from None
+            return call(remote)
+
+
+def open_data(
+    config_path: Path | None,
+    *,
+    database: Path | None = None,
+    url: str | None = None,
+    export_to: Path | None = None,
+) -> FileOrExporter | RunningExporter:
+    """Where a command's data comes from: ``url`` alone is that exporter; ``database`` alone
+    that file with the default bounds; otherwise the config's file, falling back to the
+    config's running exporter (``server.url``) while that holds it."""
+    if url:
+        return RunningExporter(url.rstrip("/"))
+    if database is not None:
+        return FileOrExporter(LocalFile(database), None)
+    config = load_config(config_path)
+    local = LocalFile(
+        config.database.path,
+        config.reports.queries_dir,
+        export_to or config.export.path,
+        SqlLimits.of(config),
+    )
+    return FileOrExporter(local, RunningExporter(config.server.url, config.export.path))

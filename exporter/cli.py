@@ -27,48 +27,24 @@ from rich.console import Console
 from rich.progress import Progress
 
 from exporter import __version__, service
-from exporter.access import (
-    RemoteError,
-    local_export,
-    local_ingest,
-    local_report,
-    local_sql,
-    remote_export,
-    remote_poll,
-    remote_report,
-    remote_reports,
-    remote_sql,
-)
+from exporter.access import Data, FileOrExporter, open_data
 from exporter.client import SynthbrewClient, UpstreamError
 from exporter.config import (
     DEFAULT_PORT,
     Config,
-    ConfigError,
-    DatabaseConfig,
-    ReportsConfig,
     ServerConfig,
     load_config,
 )
 from exporter.demo import run_demo
+from exporter.errors import ExporterError
 from exporter.logs import mask, setup_logging
 from exporter.models import GenerationEvent, RegenerateRequest
 from exporter.regenerate import Followed, regenerate, summary
-from exporter.reports import (
-    FORMATS,
-    SQL_FORMATS,
-    ReportError,
-    ReportResult,
-    describe,
-    load_reports,
-    render,
-    write_parquet,
-)
+from exporter.reports import FORMATS, SQL_FORMATS, describe, render, write_parquet
 from exporter.sharding import Shard
 from exporter.simulator import Scenario, SimulatorApp, World, demo_scenario
 from exporter.simulator.serve import serve_simulator
-from exporter.sql import SqlError
 from exporter.sql_shell import shell
-from exporter.store import DatabaseLocked, StoreError
 from exporter.supervision import TaskDied
 from exporter.targets import Target, targets
 
@@ -81,12 +57,16 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 @contextmanager
-def config_errors() -> Iterator[None]:
-    """Known operator mistakes become one message and exit 2, never a traceback."""
+def handled() -> Iterator[None]:
+    """An error the exporter raises on purpose (``exporter.errors``: bad config or input, a
+    database or port that cannot be used) becomes one line and its exit code; an OS refusal
+    (a port in use) exit 1; never a traceback."""
     try:
         yield
-    except ConfigError as exc:
-        fail(str(exc))
+    except ExporterError as exc:
+        fail(mask(str(exc)), exc.exit_code)
+    except OSError as exc:
+        fail(f"{exc.strerror or exc}", code=1)
 
 
 def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -115,7 +95,7 @@ def main(log_level: str) -> None:
 @config_option
 def check_config(config_path: Path | None) -> None:
     """Validate the config and print it, effective values filled in, secrets redacted."""
-    with config_errors():
+    with handled():
         config = load_config(config_path)
     click.echo(yaml.safe_dump(config.redacted(), sort_keys=False), nl=False)
     click.echo(
@@ -186,10 +166,10 @@ def with_shard(config: Config, shard: str | None) -> Config:
 @shard_option
 def collect(config_path: Path | None, shard: str | None) -> None:
     """Poll every configured source once, then exit: 0 if all were polled, 1 if any failed."""
-    with config_errors():
+    with handled():
         config = with_shard(load_config(config_path), shard)
     count = len(targets(config))
-    with store_errors(), progress(count) as advance:
+    with handled(), progress(count) as advance:
         results = asyncio.run(service.collect(config, lambda _: advance()))
     failed = [r for r in results if not r.ok]
     # One write per stream: a line at a time cost 0.1 s for 1,000 sources.
@@ -236,7 +216,7 @@ def run(
     shard: str | None,
 ) -> None:
     """Poll every source on a schedule and serve metrics (long-running)."""
-    with store_errors():
+    with handled():
         if demo:
             asyncio.run(
                 run_demo(
@@ -244,6 +224,7 @@ def run(
                     simulator_listen=simulator_listen,
                     prometheus_listen=prometheus_listen,
                     db_path=database,
+                    command=_how_called(),
                     announce=click.echo,
                 )
             )
@@ -257,7 +238,7 @@ def run(
                 )
             return config
 
-        with config_errors():
+        with handled():
             config = configured()
         try:
             asyncio.run(service.run(config, announce=click.echo, reload=configured))
@@ -265,17 +246,14 @@ def run(
             fail(mask(str(exc)), code=1)
 
 
-def _report_source(
-    config_path: Path | None, database: Path | None, url: str | None
-) -> tuple[Path | None, str | None, Path | None]:
-    """Where reports come from: (database file, running exporter URL, queries dir)."""
-    if url:
-        return None, url.rstrip("/"), None
-    if database is not None:
-        return database, None, None
-    with config_errors():
-        config = load_config(config_path)
-    return config.database.path, config.server.url, config.reports.queries_dir
+def _how_called() -> str:
+    """The command as the user typed it, relative to here when it is below here (so the
+    demo's printed commands read as the README's)."""
+    exe = Path(sys.argv[0])
+    try:
+        return str(exe.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe) if exe.is_absolute() or "/" in str(exe) else exe.name
 
 
 @main.command()
@@ -300,32 +278,15 @@ def report(
     Works while `run` holds the database: the file is locked then, so the report is asked of the
     running exporter over HTTP instead.
     """
-    db, remote, queries = _report_source(config_path, database, url)
     given = dict(_split_param(p) for p in params)
-    try:
-        if db is None and remote is not None:
-            _remote_report(remote, name, given, fmt, output)
-            return
-        reports = load_reports(queries)
+    with handled():
+        data = open_data(config_path, database=database, url=url)
         if name is None:
-            click.echo(describe(list(reports.values())), nl=False)
+            click.echo(describe(data.reports()), nl=False)
             return
-        if name not in reports:
-            fail(f"no report named {name!r}; `report` without a name lists them")
-        chosen = reports[name]
-        bound = chosen.bind(given)
-        assert db is not None
-        try:
-            result = local_report(db, chosen, bound)
-        except DatabaseLocked:
-            if remote is None:
-                fail(f"{db} is locked by a running exporter: pass --url or --config", code=1)
-            result = remote_report(remote, name, given)
-    except ReportError as exc:
-        fail(str(exc))
-    except (RemoteError, StoreError) as exc:
-        fail(str(exc), code=1)
-    _emit(render(result, fmt, chosen.title), output)
+        result = data.run_report(name, given)
+        title = next((r.title for r in data.reports() if r.name == name), name)
+    _emit(render(result, fmt, title), output)
 
 
 @main.command()
@@ -356,81 +317,35 @@ def sql(
     """
     if fmt == "parquet" and output is None:
         fail("--format parquet needs --output FILE")
-    db, remote, _ = _report_source(config_path, database, url)
-    limits = _sql_limits(config_path, database, url)
-
-    def ask(text: str) -> ReportResult:
-        if db is None and remote is not None:
-            return remote_sql(remote, text)
-        assert db is not None
-        try:
-            return local_sql(db, text, **limits)
-        except DatabaseLocked:
-            if remote is None:
-                message = f"{db} is locked by a running exporter: pass --url or --config"
-                raise RemoteError(message) from None
-            return remote_sql(remote, text)
-
+    with handled():
+        data = open_data(config_path, database=database, url=url)
     if query is None and query_file is None and sys.stdin.isatty():
-        shell(lambda text: _answer(ask, text))
+        shell(lambda text: _answer(data, text))
         return
     if query is None:
         query = (query_file or sys.stdin).read()
-    try:
-        result = ask(query)
-    except SqlError as exc:
-        fail(str(exc))
-    except (RemoteError, StoreError) as exc:
-        fail(str(exc), code=1)
+    with handled():
+        result = data.run_sql(query)
     if result.truncated:
         click.echo(
             f"note: only the first {len(result.rows):,} rows (reports.sql_max_rows)", err=True
         )
     if fmt == "parquet":
-        assert output is not None
+        assert output is not None  # checked above, before any work
         write_parquet(result, output)
         click.echo(f"wrote {output}", err=True)
         return
     _emit(render(result, fmt), output)
 
 
-def _answer(ask: Callable[[str], ReportResult], text: str) -> str:
+def _answer(data: Data, text: str) -> str:
     """One query of the interactive shell: its table, or why there is none."""
     try:
-        result = ask(text)
-    except (SqlError, RemoteError, StoreError) as exc:
+        result = data.run_sql(text)
+    except ExporterError as exc:
         return f"error: {exc}"
     note = f"(first {len(result.rows):,} rows only)\n" if result.truncated else ""
     return render(result, "table") + note
-
-
-def _sql_limits(config_path: Path | None, database: Path | None, url: str | None) -> dict[str, Any]:
-    """The running exporter's bounds, applied to a local query too: the same answer either way."""
-    limits, memory = ReportsConfig(), DatabaseConfig()
-    if url is None and database is None:
-        with config_errors():
-            config = load_config(config_path)
-        limits, memory = config.reports, config.database
-    return {
-        "memory_limit": memory.memory_limit,
-        "threads": memory.threads,
-        "max_rows": limits.sql_max_rows,
-        "timeout_seconds": limits.sql_timeout_seconds,
-    }
-
-
-def _remote_report(
-    url: str, name: str | None, given: dict[str, str], fmt: str, output: Path | None
-) -> None:
-    try:
-        if name is None:
-            for r in remote_reports(url):
-                click.echo(f"{r['name']:<22} {r['title']}")
-            return
-        result = remote_report(url, name, given)
-    except RemoteError as exc:
-        fail(str(exc), code=1)
-    _emit(render(result, fmt, name), output)
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -457,28 +372,11 @@ def _split_param(raw: str) -> tuple[str, str]:
 )
 def export_cmd(config_path: Path | None, output: Path | None) -> None:
     """Write the events as a Parquet dataset partitioned by project and month (incremental)."""
-    with config_errors():
-        config = load_config(config_path)
-    root = output or config.export.path
-    if root is None:
-        fail("no export directory: pass --output DIR or set export.path")
-    try:
-        result = local_export(config.database.path, root)
-    except DatabaseLocked:
-        if output is not None and output != config.export.path:
-            fail(
-                "the database is locked by a running exporter, which exports only to"
-                " export.path; drop --output or stop it",
-                code=1,
-            )
-        try:
-            result = remote_export(config.server.url)
-        except RemoteError as exc:
-            fail(str(exc), code=1)
-    except StoreError as exc:
-        fail(str(exc), code=1)
+    with handled():
+        data = open_data(config_path, export_to=output)
+        result = data.export()
     click.echo(
-        f"{root}: {result.files_written} file(s) written ({result.rows_written} rows),"
+        f"{result.root}: {result.files_written} file(s) written ({result.rows_written} rows),"
         f" {result.files_unchanged} unchanged"
     )
 
@@ -556,7 +454,7 @@ def regenerate_cmd(
     Exit 0 when the run succeeded (or was started, without --wait), 1 when it failed or the API
     refused, 3 when --timeout passed first, 2 for usage or config errors.
     """
-    with config_errors():
+    with handled():
         config = load_config(config_path)
     target = _resolve_target(config, project, source)
     request = _regenerate_request(seed, clear_seed, schema_version_id, generator_config)
@@ -570,7 +468,7 @@ def regenerate_cmd(
     else:
         click.echo(describe_regeneration(followed))
     if followed.run is not None:
-        click.echo(_store_run(config, target, followed.run), err=True)
+        click.echo(_store_run(config_path, target, followed.run), err=True)
     if followed.timed_out:
         click.echo(f"error: the run did not finish within {timeout:g}s", err=True)
         sys.exit(3)
@@ -627,20 +525,15 @@ def describe_regeneration(followed: Followed) -> str:
     return "\n".join(lines)
 
 
-def _store_run(config: Config, target: Target, run: GenerationEvent) -> str:
+def _store_run(config_path: Path | None, target: Target, run: GenerationEvent) -> str:
     """Store the run now so metrics and reports see it; via the running exporter if it holds
-    the database."""
+    the database. Not storing it is a warning: the next poll stores it anyway."""
     try:
-        local_ingest(config.database.path, *target.key, [run])
-        return f"stored run {run.id} in {config.database.path}"
-    except DatabaseLocked:
-        try:
-            remote_poll(config.server.url, *target.labels)
-        except RemoteError as exc:
-            return f"warning: the run was not stored now ({exc}); the next poll will store it"
-        return "the running exporter polled the source: the run is stored"
-    except StoreError as exc:
-        return f"warning: the run was not stored: {exc}"
+        data = open_data(config_path)
+        assert isinstance(data, FileOrExporter)  # a config, no --url: always the file first
+        return data.store_run(target, run)
+    except ExporterError as exc:
+        return f"warning: the run was not stored now ({exc}); the next poll will store it"
 
 
 @contextmanager
@@ -657,17 +550,6 @@ def live_status(enabled: bool) -> Iterator[Callable[[GenerationEvent | None, flo
             status.update(f"run {run.id if run else ''} {state}  ({elapsed:.0f}s)")
 
         yield update
-
-
-@contextmanager
-def store_errors() -> Iterator[None]:
-    """The database or a port cannot be used: a clear message and exit 1, not a traceback."""
-    try:
-        yield
-    except StoreError as exc:
-        fail(str(exc), code=1)
-    except OSError as exc:
-        fail(f"{exc.strerror or exc}", code=1)
 
 
 @contextmanager

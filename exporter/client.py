@@ -23,6 +23,7 @@ from pydantic import SecretStr, ValidationError
 from exporter import __version__
 from exporter.budget import Budgets, KeyHeld
 from exporter.config import ApiConfig, RetryConfig
+from exporter.errors import ExporterError
 from exporter.models import (
     EventPage,
     PageFormatError,
@@ -40,7 +41,7 @@ REASONS: tuple[Reason, ...] = get_args(Reason)
 MAX_LIMIT = 200
 
 
-class UpstreamError(Exception):
+class UpstreamError(ExporterError):
     """A request that did not yield a usable answer. The text never contains the API key."""
 
     reason: Reason = "invalid_response"

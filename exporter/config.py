@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from exporter.budget import Budgets
+from exporter.errors import ExporterError
 from exporter.logs import register_secret
 from exporter.sharding import Shard
 
@@ -43,8 +44,10 @@ DEFAULT_PORT = 9794
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class ConfigError(Exception):
+class ConfigError(ExporterError):
     """A configuration problem, worded for the operator who has to fix the file."""
+
+    exit_code = 2
 
 
 def _check_listen(value: str) -> str:

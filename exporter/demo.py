@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -34,27 +35,58 @@ HISTORY_DAYS = 30
 PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "prometheus"  # in a checkout only
 
 
-def demo_config(base_url: str, scenario: Scenario, db_path: Path, listen: str) -> Config:
-    return parse_config(
-        {
-            "api": {"base_url": base_url, "api_key": DEMO_KEY},
-            "collector": {"interval_seconds": 15},
-            "database": {"path": str(db_path)},
-            "server": {"listen": listen},
-            "billing": {
-                "price_per_1000_rows": 0.02,
-                "included_rows": {"shop": 2_500_000_000, "analytics": 4_000_000_000},
-            },
-            "projects": [
-                {
-                    "id": str(p.id),
-                    "name": p.name,
-                    "sources": [{"id": str(s.id), "name": s.name} for s in p.sources],
-                }
-                for p in scenario.projects
-            ],
+# What to try against a running demo, from a second terminal; the README's tour runs the same.
+TOUR = (
+    "check-config --config {config}",
+    "report --config {config}",
+    "report usage_daily --config {config} --param since=today-6",
+    'sql --config {config} "SELECT project, status, count(*) AS runs FROM runs GROUP BY ALL'
+    ' ORDER BY ALL"',
+    "regenerate --config {config} --project shop --source orders --seed demo-1 --wait",
+    "export --config {config}",
+)
+
+
+def config_path(db_path: Path) -> Path:
+    """Where the demo writes its effective config: beside its database."""
+    return db_path.with_suffix(".yaml")
+
+
+def demo_config_data(
+    base_url: str, scenario: Scenario, db_path: Path, listen: str
+) -> dict[str, Any]:
+    """The demo's config as a config file holds it (absolute paths: the commands that read it
+    may run anywhere)."""
+    db_path = db_path.resolve()
+    return {
+        "api": {"base_url": base_url, "api_key": DEMO_KEY},
+        "collector": {"interval_seconds": 15},
+        "database": {"path": str(db_path)},
+        "server": {"listen": listen},
+        "export": {"path": str(db_path.with_name(f"{db_path.stem}-export"))},
+        "billing": {
+            "price_per_1000_rows": 0.02,
+            "included_rows": {"shop": 2_500_000_000, "analytics": 4_000_000_000},
         },
-        environ={},
+        "projects": [
+            {
+                "id": str(p.id),
+                "name": p.name,
+                "sources": [{"id": str(s.id), "name": s.name} for s in p.sources],
+            }
+            for p in scenario.projects
+        ],
+    }
+
+
+def write_config(data: dict[str, Any], path: Path) -> None:
+    """The file the tour's commands read; only its owner may read it (it holds the demo's
+    key, as any config file holds one)."""
+    path.touch(mode=0o600)
+    path.write_text(
+        "# Written by `run --demo`: the running demo's effective config.\n"
+        + yaml.safe_dump(data, sort_keys=False),
+        encoding="utf-8",
     )
 
 
@@ -123,15 +155,18 @@ async def run_demo(
     simulator_listen: str,
     prometheus_listen: str,
     db_path: Path,
+    command: str,
     announce: Callable[[str], object],
 ) -> None:
+    """``command`` is how the user calls the CLI, for the commands printed to try."""
     scenario = demo_scenario()
     scenario.epoch = DEMO_EPOCH
     sim = SimulatorApp(World(scenario))
     sock = bind(simulator_listen)
     sim_server = make_server(sim.app)
     sim_task = asyncio.create_task(sim_server.serve(sockets=[sock]))
-    config = demo_config(f"http://{address(sock)}/api", scenario, db_path, listen)
+    data = demo_config_data(f"http://{address(sock)}/api", scenario, db_path, listen)
+    config = parse_config(data, environ={})
     seeded = await asyncio.to_thread(
         seed_history, config, sim.world, HISTORY_DAYS, sim.world.clock.now()
     )
@@ -157,6 +192,11 @@ async def run_demo(
                 " grafana/dashboards at /var/lib/grafana/dashboards/synthbrew"
                 " (or: docker compose up)"
             )
+            written = config_path(db_path)
+            write_config({**data, "server": {"listen": target}}, written)
+            announce(f"config:     {written}  (the demo's own; try, from another terminal:)")
+            for line in TOUR:
+                announce(f"  {command} {line.format(config=written)}")
 
         try:
             await service.run(config, announce=announce, serving=serving)

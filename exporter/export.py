@@ -80,6 +80,7 @@ def _quoted(name: str) -> str:
 
 @dataclass(frozen=True)
 class ExportResult:
+    root: str  # the dataset directory, as the exporter that wrote it names it
     files_written: int
     files_unchanged: int
     rows_written: int
@@ -119,4 +120,6 @@ def export_parquet(store: Store, root: Path, now: datetime) -> ExportResult:
     if written or not (root / VIEWS).exists():
         write_views(root, [(c, t) for c, t in cur.execute(_COLUMNS).fetchall()])
     log.info("export to %s: %d file(s) written, %d unchanged", root, written, unchanged)
-    return ExportResult(files_written=written, files_unchanged=unchanged, rows_written=rows)
+    return ExportResult(
+        root=str(root), files_written=written, files_unchanged=unchanged, rows_written=rows
+    )

@@ -33,8 +33,8 @@ def poll_interval(
     in_flight: bool,
     idle_seconds: float | None,
 ) -> float:
-    """Seconds until a source's next poll: the rule documented in the README under "Adaptive
-    polling", case by case.
+    """Seconds until a source's next poll: the rule documented in docs/operations.md under
+    "Adaptive polling", case by case.
 
     1. Overflowing: half the current interval, not below ``min_interval_seconds``. Half a window
        or more arrived since the last poll, and without a cursor what falls out is lost.

@@ -21,7 +21,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 
+from exporter.errors import InvalidInput, NotFound
 from exporter.store.db import schema_version
 from exporter.store.schema import MIGRATIONS
 from exporter.store.totals import calendar_timezone
@@ -42,7 +43,7 @@ _PARAM = re.compile(r"^(\w+)\s+(int|float|str|date|bool|tz)\s*=\s*([^|]*?)\s*(?:
 _RELATIVE = re.compile(r"^today(?:-(\d+))?$")
 
 
-class ReportError(Exception):
+class ReportError(InvalidInput):
     """A report that cannot be found, or a parameter that cannot be used: the user's to fix."""
 
 
@@ -124,13 +125,32 @@ class ChartSpec:
 
 
 @dataclass(frozen=True)
-class Report:
+class ReportInfo:
+    """What a report is and takes, without its SQL: what a listing shows, locally or over
+    HTTP."""
+
     name: str
     title: str
     description: str
-    sql: str
     params: tuple[Param, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "params": [asdict(p) for p in self.params]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReportInfo:
+        params = tuple(Param(**p) for p in data.get("params", ()))
+        return cls(data["name"], data["title"], data.get("description", ""), params)
+
+
+@dataclass(frozen=True)
+class Report(ReportInfo):
+    sql: str = ""
     chart: ChartSpec | None = None
+
+    @property
+    def info(self) -> ReportInfo:
+        return ReportInfo(self.name, self.title, self.description, self.params)
 
     def bind(self, given: Mapping[str, str], today: date | None = None) -> dict[str, Any]:
         today = today or datetime.now(UTC).date()
@@ -213,6 +233,13 @@ def default_queries_dir() -> Path:
     """``exporter/queries`` in an installed wheel; the repository's ``queries/`` otherwise."""
     packaged = Path(__file__).parent / "queries"
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "queries"
+
+
+def find_report(reports: Mapping[str, Report], name: str) -> Report:
+    if name not in reports:
+        known = ", ".join(sorted(reports))
+        raise NotFound(f"no report named {name!r} (known: {known}); `report` lists them")
+    return reports[name]
 
 
 def load_reports(directory: Path | None = None) -> dict[str, Report]:
@@ -306,7 +333,7 @@ def _table(result: ReportResult, title: str) -> str:
     return console.export_text()
 
 
-def describe(reports: Sequence[Report]) -> str:
+def describe(reports: Sequence[ReportInfo]) -> str:
     lines = []
     for r in reports:
         lines.append(f"{r.name:<22} {r.title}")

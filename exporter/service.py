@@ -19,13 +19,14 @@ from prometheus_client import CollectorRegistry
 
 from exporter.client import SynthbrewClient
 from exporter.config import Config, ConfigError
+from exporter.errors import NotConfigured, NotFound
 from exporter.export import ExportResult, export_parquet
 from exporter.exposition import ExpositionCache
 from exporter.httpserver import address, bind, make_server, on_reload_signal, on_stop_signals
 from exporter.metrics import SourceNames, store_metrics
 from exporter.pages import Catalog, page_routes
 from exporter.poller import Poller, PollResult, poll_all
-from exporter.reports import Report, ReportError, ReportResult, load_reports, run_report
+from exporter.reports import Report, ReportResult, find_report, load_reports, run_report
 from exporter.scheduler import PollScheduler
 from exporter.selfmetrics import ApiKeys, ExporterStats
 from exporter.sql import run_sql
@@ -61,10 +62,8 @@ class Exporter:
         return list(load_reports(self.config.reports.queries_dir).values())
 
     def run_report(self, name: str, params: Mapping[str, str]) -> ReportResult:
-        reports = load_reports(self.config.reports.queries_dir)
-        if name not in reports:
-            raise ReportError(f"no report named {name!r} (known: {', '.join(sorted(reports))})")
-        return self.query(reports[name], params)
+        report = find_report(load_reports(self.config.reports.queries_dir), name)
+        return self.query(report, params)
 
     def query(self, report: Report, params: Mapping[str, str]) -> ReportResult:
         """``report`` with ``params`` (text, as typed) on a reader cursor."""
@@ -93,7 +92,7 @@ class Exporter:
 
     def export(self) -> ExportResult:
         if self.config.export.path is None:
-            raise ReportError("export.path is not configured")
+            raise NotConfigured("export.path is not configured")
         return export_parquet(self.store, self.config.export.path, datetime.now(UTC))
 
     async def poll_now(self, project: str, source: str) -> dict[str, object]:
@@ -102,7 +101,7 @@ class Exporter:
             if target.labels == (project, source):
                 result = await self.poller.poll(target)
                 return {"ok": result.ok, "received": result.received, "new": result.new}
-        raise KeyError(f"{project}/{source}")
+        raise NotFound(f"no configured source {project}/{source}")
 
     def readiness(self) -> str | None:
         """Why the exporter is not ready, or None: every source polled once and /metrics

@@ -30,6 +30,7 @@ from typing import Any
 
 import duckdb
 
+from exporter.errors import InvalidInput
 from exporter.reports import ReportResult
 from exporter.store.db import connect, first_line
 
@@ -57,7 +58,7 @@ REFUSED_FUNCTIONS = frozenset({"nextval", "currval", "setval", "setseed"})
 _SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog"})
 
 
-class SqlError(Exception):
+class SqlError(InvalidInput):
     """A query that is refused, fails or runs too long: the message says which and why."""
 
 

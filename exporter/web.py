@@ -28,11 +28,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from exporter import __version__
-from exporter.export import ExportResult
+from exporter.access import Data
+from exporter.errors import ExporterError
 from exporter.exposition import ExpositionCache
 from exporter.logs import mask
-from exporter.reports import Report, ReportError, ReportResult
-from exporter.sql import SqlError
 
 
 @dataclass(frozen=True)
@@ -58,16 +57,10 @@ class Status(Protocol):
     def sources(self) -> Sequence[SourceStatus]: ...
 
 
-class Api(Protocol):
-    """What the running exporter offers to a second process that cannot open the database."""
-
-    def reports(self) -> Sequence[Report]: ...
-
-    def run_report(self, name: str, params: Mapping[str, str]) -> ReportResult: ...
-
-    def run_sql(self, sql: str) -> ReportResult: ...
-
-    def export(self) -> ExportResult: ...
+class Api(Data, Protocol):
+    """What the running exporter offers to a second process that cannot open the database:
+    the same :class:`~exporter.access.Data` a command reads a free file through, and a poll
+    on demand (``regenerate`` storing its run)."""
 
     async def poll_now(self, project: str, source: str) -> dict[str, object]: ...
 
@@ -153,80 +146,64 @@ def build_app(
         sources = await run_in_threadpool(status.sources)
         return HTMLResponse(render_landing(sources, status.store_problem()))
 
+    routes: list[BaseRoute] = [
+        Route("/metrics", metrics),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/", landing),
+        *(api_routes(api) if api is not None else ()),
+        *pages,
+    ]
+    middleware = [Middleware(BasicAuth, users=users)] if users else []
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={ExporterError: exporter_error},
+    )
+
+
+async def exporter_error(request: Request, exc: Exception) -> Response:
+    """An error the exporter raised on purpose: its status (``exporter.errors``) and text."""
+    status = exc.http_status if isinstance(exc, ExporterError) else 500
+    return JSONResponse({"error": mask(str(exc))}, status_code=status)
+
+
+def api_routes(api: Api) -> list[BaseRoute]:
+    """``/api``: what ``report``, ``sql``, ``export`` and ``regenerate`` ask of a running
+    exporter that holds the database."""
+
     async def list_reports(request: Request) -> Response:
-        assert api is not None
-        return JSONResponse(
-            {
-                "reports": [
-                    {
-                        "name": r.name,
-                        "title": r.title,
-                        "description": r.description,
-                        "params": [asdict(p) for p in r.params],
-                    }
-                    for r in api.reports()
-                ]
-            }
-        )
+        return JSONResponse({"reports": [r.to_json() for r in api.reports()]})
 
     async def report(request: Request) -> Response:
-        assert api is not None
         name = request.path_params["name"]
-        try:
-            result = await run_in_threadpool(api.run_report, name, dict(request.query_params))
-        except ReportError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        result = await run_in_threadpool(api.run_report, name, dict(request.query_params))
         return JSONResponse(result.to_json())
 
     async def sql(request: Request) -> Response:
-        assert api is not None
         try:
             body = await request.json()
         except ValueError:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("sql"), str):
             return JSONResponse({"error": 'expected a JSON body {"sql": "SELECT ..."}'}, 400)
-        try:
-            result = await run_in_threadpool(api.run_sql, body["sql"])
-        except SqlError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        result = await run_in_threadpool(api.run_sql, body["sql"])
         return JSONResponse(result.to_json())
 
     async def export(request: Request) -> Response:
-        assert api is not None
-        try:
-            result = await run_in_threadpool(api.export)
-        except ReportError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(asdict(result))
+        return JSONResponse(asdict(await run_in_threadpool(api.export)))
 
     async def poll(request: Request) -> Response:
-        assert api is not None
-        try:
-            answer = await api.poll_now(
-                request.path_params["project"], request.path_params["source"]
-            )
-        except KeyError as exc:
-            return JSONResponse({"error": f"no configured source {exc.args[0]}"}, status_code=404)
-        return JSONResponse(answer)
+        project, source = request.path_params["project"], request.path_params["source"]
+        return JSONResponse(await api.poll_now(project, source))
 
-    routes: list[BaseRoute] = [
-        Route("/metrics", metrics),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/", landing),
+    return [
+        Route("/api/reports", list_reports),
+        Route("/api/reports/{name}", report),
+        Route("/api/sql", sql, methods=["POST"]),
+        Route("/api/export", export, methods=["POST"]),
+        Route("/api/poll/{project}/{source}", poll, methods=["POST"]),
     ]
-    if api is not None:
-        routes += [
-            Route("/api/reports", list_reports),
-            Route("/api/reports/{name}", report),
-            Route("/api/sql", sql, methods=["POST"]),
-            Route("/api/export", export, methods=["POST"]),
-            Route("/api/poll/{project}/{source}", poll, methods=["POST"]),
-        ]
-    routes += pages
-    middleware = [Middleware(BasicAuth, users=users)] if users else []
-    return Starlette(routes=routes, middleware=middleware)
 
 
 def render_landing(sources: Sequence[SourceStatus], store_problem: str | None = None) -> str:

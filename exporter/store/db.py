@@ -14,11 +14,13 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import duckdb
 
+from exporter.errors import Unavailable
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class StoreError(Exception):
+class StoreError(Unavailable):
     """The database cannot be opened or written, worded for the operator."""
 
 

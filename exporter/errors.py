@@ -1,0 +1,46 @@
+"""The errors the exporter raises on purpose, by what went wrong, each with the HTTP status
+and the exit code it stands for (as httpx's ``_exceptions`` module does for its own).
+
+Callers catch the kind they can handle; the web layer and the CLI turn any of them into a
+status or an exit code through :attr:`ExporterError.http_status` / :attr:`exit_code`, never by
+the class of a built-in exception. The text of every one is safe to show: it never holds an
+API key.
+
+    ExporterError
+    ├── InvalidInput            a parameter, query or option the user can fix     400 / exit 2
+    │   └── NotFound            a report, source or database that does not exist  404 / exit 2
+    ├── NotConfigured           needs a config key that is not set                409 / exit 2
+    └── Unavailable             cannot be done now: store, running exporter       503 / exit 1
+
+Errors of their own modules sit under these: ``ConfigError`` (exit 2), ``ReportError`` and
+``SqlError`` (InvalidInput), ``StoreError`` and ``RemoteError`` (Unavailable), and the upstream
+API's ``UpstreamError`` (exit 1).
+"""
+
+from __future__ import annotations
+
+
+class ExporterError(Exception):
+    """Base of every error the exporter raises on purpose."""
+
+    http_status = 500
+    exit_code = 1
+
+
+class InvalidInput(ExporterError):
+    http_status = 400
+    exit_code = 2
+
+
+class NotFound(InvalidInput):
+    http_status = 404
+
+
+class NotConfigured(ExporterError):
+    http_status = 409
+    exit_code = 2
+
+
+class Unavailable(ExporterError):
+    http_status = 503
+    exit_code = 1
