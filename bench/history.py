@@ -131,6 +131,9 @@ def pristine(runs: int, world: World) -> Path:
 
 
 def measure(runs: int, world: World, workdir: Path, minutes: float) -> Measured:
+    """One size, start to finish: copy the database, start ``run``, wait for /readyz, poll for
+    ``minutes`` while sampling RSS and refresh cost, then the reports and the store alone.
+    Kept as one function so the steps read in the order they are timed."""
     db = workdir / "synthbrew.duckdb"
     for leftover in (db, db.with_suffix(".duckdb.wal")):
         leftover.unlink(missing_ok=True)

@@ -80,6 +80,8 @@ def cycles(world: World, sim: Simulator, workdir: Path, results: dict[str, Any])
 
 
 def upsert_rates(world: World, workdir: Path, results: dict[str, Any], naive_rows: int) -> None:
+    """The store's write paths side by side on the same pages (the row-by-row baseline first),
+    in one function so the figures compared are measured the same way."""
     pages = [
         PageIn(s.project.id, s.id, parse_event_page(json.dumps(world.page(s, 200))).events)  # type: ignore[arg-type]
         for s in world.sources.values()

@@ -34,6 +34,8 @@ FAULTS = [
 
 
 def main() -> int:
+    """The whole soak in the order it runs (start, poll, sample, stop, report), as one
+    function so a reader sees what is measured when."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sources", type=int, default=200)
     parser.add_argument("--minutes", type=float, default=10)

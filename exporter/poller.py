@@ -190,22 +190,7 @@ class Poller:
             # Everything is new to a first poll; what tells how busy the source is, is how
             # many of its events were queued within one interval of its newest.
             new = _recent(page, target.interval_seconds)
-        # A run that is unfinished and no longer in the window is the stale check's
-        # business, not a reason to read the full window again.
-        unfinished = [i for i, e in enumerate(page.events) if not e.is_finished]
-        newest = max((e.updated_at or e.created_at for e in page.events), default=None)
-        idle = (self._now() - newest).total_seconds() if newest else float("inf")
-        next_plan = plan_next(
-            cfg,
-            target.interval_seconds,
-            plan,
-            requested=requested,
-            received=page.raw_count,
-            new=new,
-            deepest_in_flight=unfinished[-1] if unfinished else None,
-            first=first,
-            idle_seconds=idle,
-        )
+        next_plan = self._next_plan(target, plan, page, requested, new, first)
         await self.queue.put(
             PageIn(
                 *target.key,
@@ -219,22 +204,7 @@ class Poller:
         gap = not first and full_window and page.raw_count >= requested and known == 0
         state.polled_before = True
         state.window = Window((e.id, e.fingerprint) for e in page.events)
-        if gap:
-            log.warning(
-                "poll %s: a full page of %d events, none seen before: older events may have"
-                " been missed; polling sooner",
-                target.name,
-                page.raw_count,
-            )
-        if page.invalid:
-            bad = page.invalid[0]
-            log.warning(
-                "poll %s: skipped %d invalid event(s); first: %s: %s",
-                target.name,
-                len(page.invalid),
-                bad.event_id,
-                bad.error,
-            )
+        _warn_about(target, page, gap)
         return PollResult(
             target=target,
             ok=True,
@@ -245,6 +215,26 @@ class Poller:
             new=new,
             invalid=len(page.invalid),
             possible_gap=gap,
+        )
+
+    def _next_plan(
+        self, target: Target, plan: Plan, page: EventPage, requested: int, new: int, first: bool
+    ) -> Plan:
+        # A run that is unfinished and no longer in the window is the stale check's
+        # business, not a reason to read the full window again.
+        unfinished = [i for i, e in enumerate(page.events) if not e.is_finished]
+        newest = max((e.updated_at or e.created_at for e in page.events), default=None)
+        idle = (self._now() - newest).total_seconds() if newest else float("inf")
+        return plan_next(
+            self.config.collector,
+            target.interval_seconds,
+            plan,
+            requested=requested,
+            received=page.raw_count,
+            new=new,
+            deepest_in_flight=unfinished[-1] if unfinished else None,
+            first=first,
+            idle_seconds=idle,
         )
 
     async def _fetch(self, target: Target, limit: int) -> EventPage:
@@ -261,6 +251,25 @@ class Poller:
             reason=result.reason,
             invalid=result.invalid,
             possible_gap=result.possible_gap,
+        )
+
+
+def _warn_about(target: Target, page: EventPage, gap: bool) -> None:
+    if gap:
+        log.warning(
+            "poll %s: a full page of %d events, none seen before: older events may have"
+            " been missed; polling sooner",
+            target.name,
+            page.raw_count,
+        )
+    if page.invalid:
+        bad = page.invalid[0]
+        log.warning(
+            "poll %s: skipped %d invalid event(s); first: %s: %s",
+            target.name,
+            len(page.invalid),
+            bad.event_id,
+            bad.error,
         )
 
 

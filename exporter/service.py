@@ -22,7 +22,14 @@ from exporter.config import Config, ConfigError
 from exporter.errors import NotConfigured, NotFound
 from exporter.export import ExportResult, export_parquet
 from exporter.exposition import ExpositionCache
-from exporter.httpserver import address, bind, make_server, on_reload_signal, on_stop_signals
+from exporter.httpserver import (
+    EmbeddedServer,
+    address,
+    bind,
+    make_server,
+    on_reload_signal,
+    on_stop_signals,
+)
 from exporter.metrics import SourceNames, store_metrics
 from exporter.pages import Catalog, page_routes
 from exporter.poller import Poller, PollResult, poll_all
@@ -232,22 +239,9 @@ async def run(
     sock = bind(config.server.listen)
     try:
         async with open_exporter(config) as exporter:
-            reloads: set[asyncio.Task[object]] = set()  # held until done: the loop keeps weak refs
             if reload is not None:
-
-                def on_hup(reload: Callable[[], Config] = reload) -> None:
-                    work = _reload(exporter, reload)
-                    task = asyncio.create_task(
-                        guarded(work, exporter.faults, "reload", "reloading the config failed"),
-                        name="reload",
-                    )
-                    reloads.add(task)
-                    task.add_done_callback(reloads.discard)
-
-                on_reload_signal(on_hup)
+                _reload_on_hup(exporter, reload)
             exporter.stats.watch_loop(asyncio.get_running_loop())
-            server = config.server
-            tls = server.tls_server_config
             exporter.exposition = ExpositionCache(
                 exporter.registry,
                 exporter.version,
@@ -256,15 +250,9 @@ async def run(
             )
             await asyncio.to_thread(exporter.exposition.refresh)
             refresher = asyncio.create_task(exporter.exposition.run(), name="exposition")
-            pages = page_routes(exporter, exporter.catalog(), lambda: datetime.now(UTC))
-            app = build_app(exporter.exposition, exporter, exporter, server.basic_auth_users, pages)
-            web = make_server(
-                app,
-                ssl_certfile=str(tls.cert_file) if tls else None,
-                ssl_keyfile=str(tls.key_file) if tls else None,
-            )
+            web = _web_server(exporter, exporter.exposition)
             web_task = asyncio.create_task(web.serve(sockets=[sock]), name="http")
-            url = f"{'https' if tls else 'http'}://{address(sock)}"
+            url = f"{'https' if config.server.tls_server_config else 'http'}://{address(sock)}"
             announce(f"usage:      {url}/usage")
             announce(f"exporter:   {url}/  (metrics: {url}/metrics, ready: {url}/readyz)")
             announce(f"reports:    {url}/reports  (or: synthbrew-exporter report --url {url})")
@@ -289,6 +277,34 @@ async def run(
     finally:
         sock.close()
     log.info("stopped cleanly")
+
+
+def _web_server(exporter: Exporter, exposition: ExpositionCache) -> EmbeddedServer:
+    server = exporter.config.server
+    tls = server.tls_server_config
+    pages = page_routes(exporter, exporter.catalog(), lambda: datetime.now(UTC))
+    app = build_app(exposition, exporter, exporter, server.basic_auth_users, pages)
+    return make_server(
+        app,
+        ssl_certfile=str(tls.cert_file) if tls else None,
+        ssl_keyfile=str(tls.key_file) if tls else None,
+    )
+
+
+_reloads: set[asyncio.Task[object]] = set()  # held until done: the loop keeps weak refs
+
+
+def _reload_on_hup(exporter: Exporter, reload: Callable[[], Config]) -> None:
+    def on_hup() -> None:
+        work = _reload(exporter, reload)
+        task = asyncio.create_task(
+            guarded(work, exporter.faults, "reload", "reloading the config failed"),
+            name="reload",
+        )
+        _reloads.add(task)
+        task.add_done_callback(_reloads.discard)
+
+    on_reload_signal(on_hup)
 
 
 async def _reload(exporter: Exporter, reload: Callable[[], Config]) -> None:

@@ -114,7 +114,10 @@ def page_routes(
     source: ReportSource, catalog: Catalog, now: Callable[[], datetime]
 ) -> list[BaseRoute]:
     """Routes for the pages. /usage is built from the package's own reports, whatever
-    ``reports.queries_dir`` says; /reports lists the configured ones."""
+    ``reports.queries_dir`` says; /reports lists the configured ones.
+
+    Long only because its handlers are closures over ``source``, ``catalog`` and ``now``
+    (as Starlette's endpoints take only the request); each handler is a few lines."""
     usage_reports = load_reports()
 
     def usage_for(request: Request) -> tuple[Usage | None, Period | None, Filters, str]:

@@ -102,7 +102,9 @@ def make_run(
     duration: float,
     job_id: str | None = None,
 ) -> RunSpec:
-    """Run ``index`` of a source: how it waits, runs and ends, and what happens to it later."""
+    """Run ``index`` of a source: how it waits, runs and ends, and what happens to it later.
+    One function because every draw comes from ``rng`` in a fixed order: splitting it would
+    make that order, which fixes every seeded scenario's runs, easy to break."""
     started = queued_at + timedelta(seconds=wait)
     # Whole milliseconds keep finishedAt - startedAt exactly equal to durationMs.
     finished = started + timedelta(milliseconds=max(1, round(duration * 1000)))
