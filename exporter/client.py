@@ -1,7 +1,7 @@
 """Asynchronous client for the two Synthbrew public endpoints.
 
 Every failure surfaces as an :class:`UpstreamError` whose ``reason`` is one of the contract's
-``poll_errors_total`` reasons, so the collector never has to interpret httpx exceptions. Retries
+``poll_errors_total`` reasons, so the poller never has to interpret httpx exceptions. Retries
 live here too, because only the client knows which failures are worth repeating, and so does
 the pacing of each API key (:mod:`exporter.budget`), which every attempt goes through.
 """

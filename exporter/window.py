@@ -1,4 +1,4 @@
-"""What the collector remembers of each source's last page, in as little memory as it can.
+"""What the poller remembers of each source's last page, in as little memory as it can.
 
 The upstream list has no cursor, so each poll is compared with the page before it: which runs
 were seen (``has``), and which finished runs are stored exactly as they are now (``unchanged``,

@@ -196,7 +196,7 @@ class PageIn:
     full_window: bool = False
     next_limit: int | None = None
     next_interval: float | None = None
-    # Finished runs the collector knows are stored exactly as they are in this page: they are
+    # Finished runs the poller knows are stored exactly as they are in this page: they are
     # not written again, so their ``last_seen_at`` keeps the poll that last wrote them.
     unchanged: frozenset[UUID] = frozenset()
 

@@ -211,11 +211,11 @@ SELECT source_id, min(window_start) FROM (
 def windows(
     cur: duckdb.DuckDBPyConnection, per_source: int, sources_per_query: int = 200
 ) -> dict[SourceKey, Window]:
-    """Each source's newest stored runs: the window a restarted collector compares its first
+    """Each source's newest stored runs: the window a restarted poller compares its first
     pages with.
 
     As many per source as its next poll asks for (its stored ``page_limit``, at most
-    ``per_source``), exactly what the collector keeps between polls. Sources are read
+    ``per_source``), exactly what the poller keeps between polls. Sources are read
     ``sources_per_query`` at a time, those whose windows reach furthest back together, and
     rows in chunks, so Python never holds more than one source's rows. Ids come as hex text
     (``UUID.int`` without building UUIDs); DuckDB hands UHUGEINTs to Python 70x slower.
