@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 from prometheus_client import CollectorRegistry
 
+from exporter.budget import Budgets
 from exporter.client import SynthbrewClient
 from exporter.config import Config, ConfigError
 from exporter.errors import NotConfigured, NotFound
@@ -179,29 +180,46 @@ def _settle_gc() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
-@asynccontextmanager
-async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
+def open_store(config: Config) -> Store:
+    """The configured database, its rollups kept in the configured buckets and timezone."""
     db = config.database
     rollups = Rollups(tuple(config.metrics.duration_buckets), config.billing.timezone)
-    store = await asyncio.to_thread(
-        Store, db.path, memory_limit=db.memory_limit, threads=db.threads, rollups=rollups
-    )
+    return Store(db.path, memory_limit=db.memory_limit, threads=db.threads, rollups=rollups)
+
+
+def metrics_registry(
+    config: Config,
+    store: Store,
+    faults: Faults,
+    budgets: Budgets,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> tuple[CollectorRegistry, ExporterStats]:
+    """Every collector /metrics shows, in the order it shows them; the golden exposition
+    test builds its registry with this too."""
+    registry = CollectorRegistry()
+    stats = ExporterStats(registry)
+    registry.register(faults)
+    names = {t.key: SourceNames(*t.labels) for t in targets(config)}
+    registry.register(store_metrics(store, names, config.billing, faults, now))
+    registry.register(ApiKeys(budgets))
+    return registry, stats
+
+
+@asynccontextmanager
+async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
+    store = await asyncio.to_thread(open_store, config)
     try:
-        registry = CollectorRegistry()
-        stats = ExporterStats(registry)
         faults = Faults()
-        registry.register(faults)
+        budgets = config.budgets()
+        registry, stats = metrics_registry(config, store, faults, budgets)
         all_targets = targets(config)
-        names = {t.key: SourceNames(*t.labels) for t in all_targets}
-        registry.register(store_metrics(store, names, config.billing, faults))
         await store.call(
             store.sync_sources, [(t.project.id, t.source.id, *t.labels) for t in all_targets]
         )
         queue = IngestQueue(
             store, timedelta(seconds=config.collector.stale_after_seconds), faults=faults
         )
-        async with SynthbrewClient(config.api, budgets=config.budgets()) as client:
-            registry.register(ApiKeys(client.budgets))
+        async with SynthbrewClient(config.api, budgets=budgets) as client:
             poller = Poller(config, client, store, queue, stats)
             await asyncio.to_thread(poller.warm_start, all_targets)
             _settle_gc()

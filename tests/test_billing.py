@@ -14,8 +14,7 @@ from exporter.billing import cost, current_month, project_linear
 from exporter.config import BillingConfig
 from exporter.metrics import SourceNames, store_metrics
 from exporter.store import Rollups, Store
-from tests.factories import PROJECT, SOURCE
-from tests.factories import run as ev
+from tests.factories import PROJECT, SOURCE, run
 
 NOV1 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -47,7 +46,7 @@ def reopen(store: Store) -> Iterator[Callable[[str], Store]]:
 
 def finished_at(when: datetime, rows: int, **extra: Any) -> Any:
     start = when - timedelta(seconds=30)
-    return ev(
+    return run(
         queuedAt=start.isoformat(),
         startedAt=start.isoformat(),
         createdAt=start.isoformat(),
@@ -75,7 +74,7 @@ def fill(store: Store) -> None:
             finished_at(datetime(2026, 11, 1, 0, 30, tzinfo=UTC), 2_000),
             finished_at(datetime(2026, 11, 10, 12, 0, tzinfo=UTC), 4_000),
             finished_at(datetime(2026, 11, 10, 13, 0, tzinfo=UTC), 99, status="failed"),
-            ev(
+            run(
                 status="active",
                 finishedAt=None,
                 billableRows=50_000,

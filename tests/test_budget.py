@@ -23,7 +23,7 @@ from exporter.budget import (
 from exporter.client import RateLimitedError, SynthbrewClient
 from exporter.config import ApiConfig
 from exporter.simulator import Scenario
-from tests.conftest import Sim
+from tests.runners import Sim
 
 KEY = SecretStr("sb_api_shop")
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.test_config import GOOD
-
-EXE = str(Path(sys.executable).with_name("synthbrew-exporter"))
+from tests.factories import EXE, GOOD
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

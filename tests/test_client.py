@@ -26,7 +26,8 @@ from exporter.client import (
 )
 from exporter.config import ApiConfig
 from exporter.models import RegenerateRequest
-from tests.conftest import API_KEY, Sim, make_scenario
+from tests.factories import API_KEY, make_scenario
+from tests.runners import Sim
 
 KEY = SecretStr(API_KEY)
 

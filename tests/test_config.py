@@ -7,47 +7,18 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from exporter.config import Config, ConfigError, Section, load_config, parse_config
-
-P1 = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
-S1 = "5f0c3cc0-0d44-4b50-8888-8dd25736052b"
-S2 = "6a0c3cc0-0d44-4b50-8888-8dd25736052c"
-GOOD = f"""
-api:
-  base_url: https://synthbrew.example/api
-  api_key: ${{SYNTHBREW_API_KEY}}
-projects:
-  - id: {P1}
-    name: shop
-    sources:
-      - id: {S1}
-        name: orders
-        interval_seconds: 30
-      - id: {S2}
-"""
+from tests.factories import GOOD, S2, good_config_data
 
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def data(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = yaml.safe_load(GOOD)
-    base["api"]["api_key"] = "sb_api_k"
-    for dotted, value in changes.items():
-        node = base
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node[int(key)] if key.isdigit() else node[key]
-        node[last] = value
-    return base
 
 
 def error_of(raw: dict[str, Any], environ: dict[str, str] | None = None) -> str:
@@ -79,11 +50,11 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
 
 
 def test_env_var_default_and_missing() -> None:
-    raw = data(**{"api.api_key": "${KEY:-sb_api_fallback}"})
+    raw = good_config_data(**{"api.api_key": "${KEY:-sb_api_fallback}"})
     config = parse_config(raw, {})
     assert config.api.api_key is not None
     assert config.api.api_key.get_secret_value() == "sb_api_fallback"
-    assert error_of(data(**{"api.api_key": "${NOPE}"})) == (
+    assert error_of(good_config_data(**{"api.api_key": "${NOPE}"})) == (
         "api.api_key: environment variable NOPE is not set"
     )
 
@@ -94,7 +65,7 @@ def test_env_overrides_file_values() -> None:
         "SYNTHBREW_EXPORTER_API__BASE_URL": "http://other/api",
         "SYNTHBREW_EXPORTER_CONFIG": "ignored.yaml",
     }
-    config = parse_config(data(), env)
+    config = parse_config(good_config_data(), env)
     assert config.collector.page_limit == 50
     assert config.api.base_url == "http://other/api"
 
@@ -118,16 +89,16 @@ def test_env_overrides_file_values() -> None:
     ],
 )
 def test_bad_values_name_the_key(changes: dict[str, Any], expected: str) -> None:
-    assert expected in error_of(data(**changes))
+    assert expected in error_of(good_config_data(**changes))
 
 
 def test_duplicate_source_names() -> None:
-    message = error_of(data(**{"projects.0.sources.1.name": "orders"}))
+    message = error_of(good_config_data(**{"projects.0.sources.1.name": "orders"}))
     assert message == "projects[0].sources[1].name: duplicate name 'orders' (also sources[0])"
 
 
 def test_duplicate_project_names_and_ids() -> None:
-    raw = data()
+    raw = good_config_data()
     raw["projects"].append({**raw["projects"][0]})
     assert "projects[1].name: duplicate name 'shop'" in error_of(raw)
     raw["projects"][1]["name"] = "other"
@@ -135,7 +106,7 @@ def test_duplicate_project_names_and_ids() -> None:
 
 
 def test_missing_api_key_names_the_project() -> None:
-    raw = data()
+    raw = good_config_data()
     del raw["api"]["api_key"]
     assert "projects[0].api_key: no API key for project 'shop'" in error_of(raw)
     raw["projects"][0]["api_key"] = "sb_api_project"
@@ -144,9 +115,9 @@ def test_missing_api_key_names_the_project() -> None:
 
 
 def test_secret_never_shown_in_errors_or_redacted_output() -> None:
-    raw = data(**{"api.api_key": ["sb_api_TOPSECRET"]})
+    raw = good_config_data(**{"api.api_key": ["sb_api_TOPSECRET"]})
     assert "TOPSECRET" not in error_of(raw)
-    config = parse_config(data(**{"api.api_key": "sb_api_TOPSECRET"}), {})
+    config = parse_config(good_config_data(**{"api.api_key": "sb_api_TOPSECRET"}), {})
     assert "TOPSECRET" not in repr(config)
     assert "TOPSECRET" not in str(config.redacted())
     assert config.redacted()["api"]["api_key"] == "**********"
@@ -198,7 +169,8 @@ def test_arbitrary_yaml_gives_config_or_clear_error(tree: Any) -> None:
 def _sections(
     model: type[BaseModel], dotted: str = "", shown: str = ""
 ) -> Iterator[tuple[str, str]]:
-    """Every section of the config, as a path for :func:`data` and as an error message names it."""
+    """Every section of the config, as a path for :func:`good_config_data` and as an error
+    message names it."""
     yield dotted, shown
     for name, field in model.model_fields.items():
         for kind in (field.annotation, *get_args(field.annotation)):
@@ -222,7 +194,7 @@ def test_every_section_is_covered() -> None:
 
 @pytest.mark.parametrize(("dotted", "shown"), SECTIONS, ids=[s or "<top>" for _, s in SECTIONS])
 def test_an_unknown_key_is_named_once_with_its_section(dotted: str, shown: str) -> None:
-    raw = data()
+    raw = good_config_data()
     node: Any = raw
     for key in filter(None, dotted.split(".")):
         if isinstance(node, list):

@@ -14,9 +14,8 @@ import duckdb
 import httpx
 import pytest
 
-from tests.conftest import Sim, make_scenario
-from tests.e2e import collect, free_port, write_config
-from tests.test_cli import EXE
+from tests.factories import EXE, make_scenario
+from tests.runners import Sim, collect, free_port, write_config
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Sim, make_scenario
-from tests.e2e import exporter, scrape, status_of, wait_for
+from tests.factories import make_scenario
+from tests.runners import Sim, exporter, scrape, status_of, wait_for
 
 pytestmark = pytest.mark.e2e
 Samples = dict[str, dict[frozenset[tuple[str, str]], float]]

@@ -13,9 +13,8 @@ import duckdb
 import httpx
 import pytest
 
-from tests.conftest import Sim, make_scenario
-from tests.e2e import collect, labels, scrape, status_of, wait_for, write_config
-from tests.test_cli import EXE
+from tests.factories import EXE, make_scenario
+from tests.runners import Sim, collect, labels, scrape, status_of, wait_for, write_config
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ import pytest
 
 from exporter.httpserver import ThreadedServer
 from exporter.simulator import SimulatorApp
-from tests.conftest import Sim, config_data, make_scenario
-from tests.e2e import exporter, free_port, labels, scrape, wait_for
+from tests.factories import config_data, make_scenario
+from tests.runners import Sim, exporter, free_port, labels, scrape, wait_for
 
 pytestmark = pytest.mark.e2e
 

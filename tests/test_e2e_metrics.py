@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Sim, make_scenario
-from tests.e2e import exporter, scrape, status_of, wait_for
+from tests.factories import make_scenario
+from tests.runners import Sim, exporter, scrape, status_of, wait_for
 
 pytestmark = pytest.mark.e2e
 GENERATION = (

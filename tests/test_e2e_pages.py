@@ -23,9 +23,8 @@ import httpx
 import pytest
 
 from exporter.simulator import Scenario
-from tests.conftest import Sim
-from tests.e2e import Running, scrape, started
-from tests.test_cli import EXE
+from tests.factories import EXE
+from tests.runners import Running, Sim, scrape, started
 
 pytestmark = pytest.mark.e2e
 

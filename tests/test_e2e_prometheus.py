@@ -22,8 +22,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import Sim, make_scenario
-from tests.e2e import exporter, free_port, status_of, wait_for
+from tests.factories import make_scenario
+from tests.runners import Sim, exporter, free_port, status_of, wait_for
 
 pytestmark = [
     pytest.mark.e2e,

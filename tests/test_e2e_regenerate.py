@@ -13,9 +13,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import Sim, config_data, make_scenario
-from tests.e2e import exporter, wait_for
-from tests.test_cli import EXE
+from tests.factories import EXE, config_data, make_scenario
+from tests.runners import Sim, exporter, wait_for
 
 pytestmark = pytest.mark.e2e
 FAST = {"queue_wait_seconds": 0.2, "duration_seconds": 0.3}

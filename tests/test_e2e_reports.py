@@ -11,9 +11,8 @@ import duckdb
 import pytest
 
 from exporter.reports import load_reports, run_report
-from tests.conftest import Sim, make_scenario
-from tests.e2e import exporter, status_of, wait_for
-from tests.test_cli import EXE
+from tests.factories import EXE, make_scenario
+from tests.runners import Sim, exporter, status_of, wait_for
 
 pytestmark = pytest.mark.e2e
 

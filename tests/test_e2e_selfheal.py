@@ -24,9 +24,8 @@ import pytest
 import yaml
 
 from exporter.simulator import SimClock, SimulatorApp, World
-from tests.conftest import EPOCH, Sim, make_scenario
-from tests.e2e import Running, free_port, scrape, started, status_of, wait_for
-from tests.test_cli import EXE
+from tests.factories import EPOCH, EXE, make_scenario
+from tests.runners import Running, Sim, free_port, scrape, started, status_of, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -17,10 +17,8 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import Sim, make_scenario
-from tests.e2e import collect, exporter, scrape, started, write_config
-from tests.factories import HOSTILE_SQL, store_checksums
-from tests.test_cli import EXE
+from tests.factories import EXE, HOSTILE_SQL, make_scenario, store_checksums
+from tests.runners import Sim, collect, exporter, scrape, started, write_config
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,8 @@ import httpx
 import pytest
 import trustme
 
-from tests.conftest import Sim, make_scenario
-from tests.e2e import exporter, status_of, wait_for, write_config
-from tests.test_cli import EXE
+from tests.factories import EXE, make_scenario
+from tests.runners import Sim, exporter, status_of, wait_for, write_config
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correct horse battery staple"

@@ -11,8 +11,8 @@ import duckdb
 from exporter.export import export_parquet
 from exporter.store import Store
 from exporter.targets import targets
-from tests.conftest import EPOCH, Sim, make_scenario
-from tests.test_poller import running, target
+from tests.factories import EPOCH, make_scenario, target
+from tests.runners import Sim, running
 
 NOW = EPOCH.replace(day=2, hour=14)
 

@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from exporter import exposition
 from exporter.exposition import Renderer
 from exporter.supervision import Faults
-from tests.conftest import eventually
+from tests.runners import eventually
 
 
 class Changing(Collector):

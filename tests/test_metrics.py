@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.metrics import SourceNames, store_metrics
 from exporter.store import Rollups, Store
-from tests.test_store import PROJECT, SOURCE, T0, ev
+from tests.factories import PROJECT, SOURCE, T0, run
 
 BUCKETS = [1, 10, 60]
 LABELS = {"project": "shop", "source": "orders"}
@@ -34,24 +34,24 @@ def registry_for(store: Store) -> CollectorRegistry:
 
 def fill(store: Store) -> None:
     events = [
-        ev(durationMs=500, billableRows=10, totalInsertedRows=12),
-        ev(durationMs=5_000, billableRows=20, totalInsertedRows=25),
-        ev(
+        run(durationMs=500, billableRows=10, totalInsertedRows=12),
+        run(durationMs=5_000, billableRows=20, totalInsertedRows=25),
+        run(
             status="failed",
             durationMs=30_000,
             billableRows=0,
             totalInsertedRows=3,
             errorMessage="boom",
         ),
-        ev(trigger="regenerate", durationMs=120_000, billableRows=7, totalInsertedRows=7),
-        ev(status="cancelled", durationMs=None, billableRows=1, totalInsertedRows=1),
-        ev(status="active", finishedAt=None, durationMs=None, billableRows=99),
-        ev(status="queued", startedAt=None, finishedAt=None, durationMs=None),
-        ev(status="queued", startedAt=None, finishedAt=None, durationMs=None),
-        ev(status="paused", finishedAt=None, durationMs=None, billableRows=50),
+        run(trigger="regenerate", durationMs=120_000, billableRows=7, totalInsertedRows=7),
+        run(status="cancelled", durationMs=None, billableRows=1, totalInsertedRows=1),
+        run(status="active", finishedAt=None, durationMs=None, billableRows=99),
+        run(status="queued", startedAt=None, finishedAt=None, durationMs=None),
+        run(status="queued", startedAt=None, finishedAt=None, durationMs=None),
+        run(status="paused", finishedAt=None, durationMs=None, billableRows=50),
     ]
     store.ingest_page(PROJECT, SOURCE, events, now=T0)
-    other = ev(projectId=str(uuid4()))
+    other = run(projectId=str(uuid4()))
     store.ingest_page(other.project_id, other.source_id, [other], now=T0)
 
 
@@ -61,7 +61,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None
 
 def test_counters_count_finished_runs_once(store: Store) -> None:
     fill(store)
-    fill_again = [ev(durationMs=500)]
+    fill_again = [run(durationMs=500)]
     store.ingest_page(PROJECT, SOURCE, fill_again, now=T0)
     r = registry_for(store)
     runs = "synthbrew_generation_runs_total"
@@ -119,9 +119,9 @@ def test_in_progress_and_stale(store: Store) -> None:
 
 
 def test_last_finished_timestamp(store: Store) -> None:
-    early = ev(minutes=0)
-    late = ev(minutes=30)
-    store.ingest_page(PROJECT, SOURCE, [early, late, ev(status="failed", minutes=10)], now=T0)
+    early = run(minutes=0)
+    late = run(minutes=30)
+    store.ingest_page(PROJECT, SOURCE, [early, late, run(status="failed", minutes=10)], now=T0)
     r = registry_for(store)
     assert late.finished_at is not None
     expected = late.finished_at.timestamp()

@@ -2,58 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from datetime import timedelta
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from exporter.client import SynthbrewClient
-from exporter.config import CollectorConfig, parse_config
+from exporter.config import CollectorConfig
 from exporter.next_poll import Plan, plan_next, poll_interval
-from exporter.poller import Poller, PollResult, poll_all
-from exporter.selfmetrics import ExporterStats
-from exporter.store import IngestQueue, Store
+from exporter.poller import PollResult, poll_all
 from exporter.targets import targets
-from tests.conftest import Sim, config_data, make_scenario
-
-
-@asynccontextmanager
-async def running(
-    sim: Sim, db: Path, api: dict[str, Any] | None = None, **collector: Any
-) -> AsyncIterator[tuple[Poller, Store, CollectorRegistry]]:
-    data = config_data(sim, **(api or {}))
-    data["collector"] = collector
-    data["database"] = {"path": str(db)}
-    config = parse_config(data, environ={})
-    store = Store(config.database.path)
-    registry = CollectorRegistry()
-    queue = IngestQueue(store, timedelta(seconds=config.collector.stale_after_seconds))
-    try:
-        async with SynthbrewClient(config.api) as client:
-            c = Poller(config, client, store, queue, ExporterStats(registry))
-            c.warm_start(targets(config))
-            yield c, store, registry
-    finally:
-        await queue.aclose()
-        store.close()
-
-
-def target(c: Poller, name: str) -> Any:
-    return next(t for t in targets(c.config) if t.source.name == name)
-
-
-def stored(store: Store, sql: str = "SELECT id, status FROM events") -> dict[Any, Any]:
-    return dict(store.cursor().execute(sql).fetchall())
-
-
-def truth(sim: Sim, source: str) -> dict[Any, str]:
-    state = sim.state("shop", source)
-    now = sim.clock.now()
-    return {r.id: r.status_at(now) for r in sim.world.runs(state, now)}
+from tests.factories import make_scenario, stored, target, truth
+from tests.runners import Sim, running
 
 
 async def test_each_run_stored_once_however_often_polled(sim: Sim, tmp_path: Path) -> None:

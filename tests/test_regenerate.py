@@ -13,8 +13,8 @@ from exporter.client import SynthbrewClient
 from exporter.config import ApiConfig
 from exporter.models import GenerationEvent, RegenerateRequest, RegenerateResponse
 from exporter.regenerate import find_run, regenerate
-from tests.conftest import API_KEY, Sim, make_scenario
-from tests.test_store import ev
+from tests.factories import API_KEY, make_scenario, run
+from tests.runners import Sim
 
 SOURCE = {"id": str(uuid4()), "name": "orders"}
 
@@ -24,7 +24,7 @@ def response(**fields: Any) -> RegenerateResponse:
 
 
 def regen(**fields: Any) -> GenerationEvent:
-    return ev(trigger="regenerate", status="queued", finishedAt=None, **fields)
+    return run(trigger="regenerate", status="queued", finishedAt=None, **fields)
 
 
 def test_inline_generation_id_wins() -> None:
@@ -50,7 +50,7 @@ def test_job_result_event_id_is_matched() -> None:
 
 def test_fallback_is_the_first_new_regenerate_event() -> None:
     old = regen(createdAt="2026-11-01T11:00:00Z")
-    populate = ev(trigger="populate", status="queued", finishedAt=None)
+    populate = run(trigger="populate", status="queued", finishedAt=None)
     first = regen(createdAt="2026-11-01T12:00:01Z")
     second = regen(createdAt="2026-11-01T12:00:05Z")
     answer = response(generationJob={"id": "job-unknown"})

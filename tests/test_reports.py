@@ -24,8 +24,8 @@ from exporter.reports import (
 )
 from exporter.store import Store
 from exporter.targets import targets
-from tests.conftest import EPOCH, Sim, make_scenario
-from tests.test_poller import running, target
+from tests.factories import EPOCH, make_scenario, target
+from tests.runners import Sim, running
 
 REPORTS = load_reports()
 SCENARIO = [

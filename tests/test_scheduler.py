@@ -13,8 +13,8 @@ from exporter.config import ProjectConfig, SourceConfig
 from exporter.scheduler import PollScheduler, start_offset
 from exporter.supervision import Faults
 from exporter.targets import Target, targets
-from tests.conftest import Sim, eventually, make_scenario
-from tests.test_poller import running, stored, truth
+from tests.factories import make_scenario, stored, truth
+from tests.runners import Sim, eventually, running
 
 
 def fake_target() -> Target:

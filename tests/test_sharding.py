@@ -8,7 +8,7 @@ import pytest
 from exporter.config import ConfigError, parse_config
 from exporter.sharding import Shard, shard_of
 from exporter.targets import targets
-from tests.test_config import data
+from tests.factories import good_config_data
 
 SOURCES = [uuid4() for _ in range(3000)]
 
@@ -40,7 +40,7 @@ def test_bad_shards(text: str) -> None:
 
 
 def test_config_shard_filters_targets() -> None:
-    raw = data()
+    raw = good_config_data()
     raw["projects"][0]["sources"] = [{"id": str(s)} for s in SOURCES[:30]]
     seen: list[str] = []
     for index in range(3):
@@ -52,7 +52,7 @@ def test_config_shard_filters_targets() -> None:
 
 
 def test_config_rejects_a_bad_shard() -> None:
-    raw = data()
+    raw = good_config_data()
     raw["collector"] = {"shard": "2/2"}
     with pytest.raises(ConfigError, match=r"collector\.shard"):
         parse_config(raw, {})

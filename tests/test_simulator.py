@@ -8,7 +8,8 @@ from datetime import timedelta
 import httpx
 
 from exporter.simulator import SimClock, World, demo_scenario
-from tests.conftest import API_KEY, EPOCH, Sim, make_scenario
+from tests.factories import API_KEY, EPOCH, make_scenario
+from tests.runners import Sim
 
 
 def test_same_seed_same_events_different_seed_different() -> None:

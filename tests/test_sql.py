@@ -15,8 +15,7 @@ from exporter.models import parse_event_page
 from exporter.simulator import SimClock, World
 from exporter.sql import SqlError, open_read_only, run_sql
 from exporter.store import Store
-from tests.conftest import make_scenario
-from tests.factories import HOSTILE_SQL, PROJECT, SOURCE, T0, run, store_checksums
+from tests.factories import HOSTILE_SQL, PROJECT, SOURCE, T0, make_scenario, run, store_checksums
 
 
 @pytest.fixture

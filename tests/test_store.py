@@ -10,8 +10,7 @@ import duckdb
 import pytest
 
 from exporter.store import MIGRATIONS, IngestQueue, PageIn, Store, StoreError, reads
-from tests.factories import PROJECT, SOURCE, T0
-from tests.factories import run as ev
+from tests.factories import PROJECT, SOURCE, T0, run
 
 
 @pytest.fixture
@@ -60,7 +59,7 @@ def test_unwritable_path_gives_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_ingest_is_idempotent(store: Store) -> None:
-    page = [ev(minutes=i) for i in range(5)]
+    page = [run(minutes=i) for i in range(5)]
     store.ingest_page(PROJECT, SOURCE, page, now=T0)
     store.ingest_page(PROJECT, SOURCE, page, now=T0 + timedelta(minutes=1))
     assert len(rows(store)) == 5
@@ -69,7 +68,7 @@ def test_ingest_is_idempotent(store: Store) -> None:
 
 
 def test_a_run_in_flight_is_seen_on_every_poll(store: Store) -> None:
-    active = ev(status="active", finishedAt=None, durationMs=None)
+    active = run(status="active", finishedAt=None, durationMs=None)
     store.ingest_page(PROJECT, SOURCE, [active], now=T0)
     store.ingest_page(PROJECT, SOURCE, [active], now=T0 + timedelta(minutes=1))
     seen = store.cursor().execute("SELECT first_seen_at, last_seen_at FROM events")
@@ -77,9 +76,9 @@ def test_a_run_in_flight_is_seen_on_every_poll(store: Store) -> None:
 
 
 def test_status_transition_updates_the_row(store: Store) -> None:
-    run = uuid4()
-    queued = ev(
-        run,
+    run_id = uuid4()
+    queued = run(
+        run_id,
         status="queued",
         startedAt=None,
         finishedAt=None,
@@ -88,15 +87,15 @@ def test_status_transition_updates_the_row(store: Store) -> None:
         updatedAt=T0.isoformat(),
     )
     store.ingest_page(PROJECT, SOURCE, [queued], now=T0)
-    store.ingest_page(PROJECT, SOURCE, [ev(run)], now=T0)
-    assert rows(store) == [(run, "success", 8)]
+    store.ingest_page(PROJECT, SOURCE, [run(run_id)], now=T0)
+    assert rows(store) == [(run_id, "success", 8)]
 
 
 def test_older_copy_never_overwrites_newer(store: Store) -> None:
-    run = uuid4()
-    store.ingest_page(PROJECT, SOURCE, [ev(run)], now=T0)
-    stale_copy = ev(
-        run,
+    run_id = uuid4()
+    store.ingest_page(PROJECT, SOURCE, [run(run_id)], now=T0)
+    stale_copy = run(
+        run_id,
         status="active",
         finishedAt=None,
         durationMs=None,
@@ -104,20 +103,20 @@ def test_older_copy_never_overwrites_newer(store: Store) -> None:
         updatedAt=T0.isoformat(),
     )
     store.ingest_page(PROJECT, SOURCE, [stale_copy], now=T0 + timedelta(hours=1))
-    assert rows(store) == [(run, "success", 8)]
+    assert rows(store) == [(run_id, "success", 8)]
     [(last_seen,)] = store.cursor().execute("SELECT last_seen_at FROM events").fetchall()
     assert last_seen == T0, "an older copy of a finished run writes nothing"
 
 
 def test_duplicate_ids_in_one_page_keep_the_newest(store: Store) -> None:
-    run = uuid4()
-    older = ev(run, status="active", finishedAt=None, updatedAt=T0.isoformat())
-    store.ingest_page(PROJECT, SOURCE, [older, ev(run), older], now=T0)
-    assert rows(store) == [(run, "success", 8)]
+    run_id = uuid4()
+    older = run(run_id, status="active", finishedAt=None, updatedAt=T0.isoformat())
+    store.ingest_page(PROJECT, SOURCE, [older, run(run_id), older], now=T0)
+    assert rows(store) == [(run_id, "success", 8)]
 
 
 def test_unknown_fields_and_metadata_are_kept(store: Store) -> None:
-    event = ev(metadata={"mode": "queue"}, region="eu", attempt=2)
+    event = run(metadata={"mode": "queue"}, region="eu", attempt=2)
     store.ingest_page(PROJECT, SOURCE, [event], now=T0)
     [(meta, extra)] = store.cursor().execute("SELECT metadata, extra FROM events").fetchall()
     assert json.loads(meta) == {"mode": "queue"}
@@ -125,11 +124,11 @@ def test_unknown_fields_and_metadata_are_kept(store: Store) -> None:
 
 
 def test_in_progress_run_that_left_the_window_goes_stale(store: Store) -> None:
-    stuck = ev(status="active", finishedAt=None, durationMs=None, minutes=-10)
+    stuck = run(status="active", finishedAt=None, durationMs=None, minutes=-10)
     store.ingest_page(PROJECT, SOURCE, [stuck], now=T0)
     assert in_flight(store) == 1
     window = timedelta(hours=1)
-    later = [ev(minutes=i) for i in range(3)]
+    later = [run(minutes=i) for i in range(3)]
     soon = store.ingest_page(
         PROJECT, SOURCE, later, now=T0 + timedelta(minutes=30), stale_after=window
     )
@@ -144,13 +143,13 @@ def test_in_progress_run_that_left_the_window_goes_stale(store: Store) -> None:
 
 
 def test_stale_flag_clears_when_the_run_is_seen_again(store: Store) -> None:
-    run = uuid4()
-    store.ingest_page(PROJECT, SOURCE, [ev(run, status="queued", finishedAt=None)], now=T0)
+    run_id = uuid4()
+    store.ingest_page(PROJECT, SOURCE, [run(run_id, status="queued", finishedAt=None)], now=T0)
     store.ingest_page(
         PROJECT, SOURCE, [], now=T0 + timedelta(hours=2), stale_after=timedelta(hours=1)
     )
-    store.ingest_page(PROJECT, SOURCE, [ev(run)], now=T0 + timedelta(hours=3))
-    assert rows(store, "SELECT id, stale_since FROM events") == [(run, None)]
+    store.ingest_page(PROJECT, SOURCE, [run(run_id)], now=T0 + timedelta(hours=3))
+    assert rows(store, "SELECT id, stale_since FROM events") == [(run_id, None)]
 
 
 def in_flight(store: Store) -> int:
@@ -161,8 +160,8 @@ def in_flight(store: Store) -> int:
 
 
 def test_poll_state_round_trip(store: Store) -> None:
-    newest = ev(minutes=5)
-    page = PageIn(PROJECT, SOURCE, [ev(minutes=1), newest], next_limit=20, next_interval=30)
+    newest = run(minutes=5)
+    page = PageIn(PROJECT, SOURCE, [run(minutes=1), newest], next_limit=20, next_interval=30)
     store.ingest([page], now=T0, stale_after=timedelta(hours=1))
     ok = store.poll_states()[(PROJECT, SOURCE)]
     assert (ok.last_outcome, ok.last_success_at, ok.successful_polls) == ("success", T0, 1)
@@ -181,8 +180,8 @@ def test_poll_state_round_trip(store: Store) -> None:
 
 def test_windows_hold_each_sources_newest_runs_with_fingerprints(store: Store) -> None:
     other = uuid4()
-    mine = [ev(minutes=i) for i in range(5)]
-    theirs = [ev(sourceId=str(other), minutes=i) for i in range(2)]
+    mine = [run(minutes=i) for i in range(5)]
+    theirs = [run(sourceId=str(other), minutes=i) for i in range(2)]
     store.ingest_page(PROJECT, SOURCE, mine, now=T0)
     store.ingest_page(PROJECT, other, theirs, now=T0)
     windows = store.windows(3)
@@ -198,7 +197,7 @@ def test_windows_hold_each_sources_newest_runs_with_fingerprints(store: Store) -
 
 
 def test_windows_shrink_to_the_page_the_next_poll_asks_for(store: Store) -> None:
-    page = [ev(minutes=i) for i in range(5)]
+    page = [run(minutes=i) for i in range(5)]
     store.ingest([PageIn(PROJECT, SOURCE, page, next_limit=2)], now=T0, stale_after=timedelta())
     window = store.windows(200)[(PROJECT, SOURCE)]
     assert [window.has(e.id) for e in page] == [False, False, False, True, True]
@@ -207,17 +206,17 @@ def test_windows_shrink_to_the_page_the_next_poll_asks_for(store: Store) -> None
 def test_a_fingerprint_read_back_matches_the_parsed_run() -> None:
     """Fingerprints compare runs parsed from the API with runs read from DuckDB (pytz UTC
     datetimes, plain ints); a mismatch would only cost writes, so check it is exact."""
-    run = ev(status="failed", errorMessage="boom", updatedAt=None)
-    same = ev(run.id, status="failed", errorMessage="boom", updatedAt=None)
-    assert run.fingerprint == same.fingerprint
-    assert run.fingerprint != ev(run.id, status="failed", errorMessage="other").fingerprint
+    parsed = run(status="failed", errorMessage="boom", updatedAt=None)
+    same = run(parsed.id, status="failed", errorMessage="boom", updatedAt=None)
+    assert parsed.fingerprint == same.fingerprint
+    assert parsed.fingerprint != run(parsed.id, status="failed", errorMessage="other").fingerprint
 
 
 def test_unchanged_runs_are_not_rewritten(store: Store) -> None:
-    kept, corrected = ev(minutes=2), ev(minutes=1)
+    kept, corrected = run(minutes=2), run(minutes=1)
     store.ingest_page(PROJECT, SOURCE, [kept, corrected], now=T0)
     later = T0 + timedelta(minutes=5)
-    fixed = ev(corrected.id, minutes=1, billableRows=99, updatedAt=later.isoformat())
+    fixed = run(corrected.id, minutes=1, billableRows=99, updatedAt=later.isoformat())
     page = PageIn(PROJECT, SOURCE, [kept, fixed], unchanged=frozenset({kept.id}))
     store.ingest([page], now=later, stale_after=timedelta(hours=1))
     seen = dict(rows(store, "SELECT id, last_seen_at FROM events"))
@@ -233,7 +232,7 @@ async def test_writes_run_off_the_event_loop(store: Store) -> None:
     loop_thread = threading.get_ident()
     thread = await store.call(threading.get_ident)
     assert thread != loop_thread
-    await store.call(store.ingest_page, PROJECT, SOURCE, [ev()], now=T0)
+    await store.call(store.ingest_page, PROJECT, SOURCE, [run()], now=T0)
     assert len(rows(store)) == 1
 
 
@@ -260,9 +259,9 @@ def test_a_second_writer_process_is_refused_clearly(tmp_path: Path) -> None:
 
 def test_a_batch_of_pages_is_one_transaction(store: Store) -> None:
     other_source = uuid4()
-    mine = [ev(minutes=i) for i in range(3)]
-    theirs = [ev(sourceId=str(other_source), minutes=i) for i in range(2)]
-    shared = ev(minutes=9)
+    mine = [run(minutes=i) for i in range(3)]
+    theirs = [run(sourceId=str(other_source), minutes=i) for i in range(2)]
+    shared = run(minutes=9)
     marked = store.ingest(
         [
             PageIn(PROJECT, SOURCE, [*mine, shared]),
@@ -280,7 +279,7 @@ async def test_ingest_queue_batches_concurrent_pages(store: Store) -> None:
     import asyncio
 
     writer = IngestQueue(store, timedelta(hours=1))
-    pages = [PageIn(PROJECT, SOURCE, [ev(minutes=i)]) for i in range(20)]
+    pages = [PageIn(PROJECT, SOURCE, [run(minutes=i)]) for i in range(20)]
     try:
         results = await asyncio.gather(*(writer.put(p) for p in pages))
     finally:
@@ -298,8 +297,8 @@ async def test_ingest_queue_reports_store_errors_to_every_waiter(tmp_path: Path)
     s.close()
     try:
         outcomes = await asyncio.gather(
-            writer.put(PageIn(PROJECT, SOURCE, [ev()])),
-            writer.put(PageIn(PROJECT, SOURCE, [ev()])),
+            writer.put(PageIn(PROJECT, SOURCE, [run()])),
+            writer.put(PageIn(PROJECT, SOURCE, [run()])),
             return_exceptions=True,
         )
     finally:
@@ -309,11 +308,11 @@ async def test_ingest_queue_reports_store_errors_to_every_waiter(tmp_path: Path)
 
 
 def test_a_failed_batch_keeps_its_cause_and_the_next_one_commits(store: Store) -> None:
-    store.ingest_page(PROJECT, SOURCE, [ev()], now=T0)
+    store.ingest_page(PROJECT, SOURCE, [run()], now=T0)
     # A table the batch must write disappears (as a full disk or a lack of memory would make
     # the write fail), then comes back.
     store.cursor().execute("ALTER TABLE daily_usage RENAME TO daily_usage_away")
-    lost = ev()
+    lost = run()
     with pytest.raises(StoreError, match="database write failed: Catalog Error"):
         store.ingest_page(PROJECT, SOURCE, [lost], now=T0)
     health = store.health

@@ -33,34 +33,32 @@ from exporter.metrics import SourceNames, store_metrics
 from exporter.models import GenerationEvent
 from exporter.store import PageIn, Rollups, Store
 from exporter.store import reads as store_reads
-from tests.factories import FINISHED, recount_runs
-from tests.factories import PROJECT as FPROJECT
-from tests.factories import SOURCE as FSOURCE
-from tests.factories import T0 as FT0
-from tests.factories import run as frun
+from tests.factories import FINISHED, PROJECT, SOURCE, T0, recount_runs, run
 
 TZ = "Asia/Kolkata"  # +05:30: billing days that are not UTC days
 BOUNDS = (1.0, 10.0, 60.0)
 BOUNDS_MS = [int(b * 1000) for b in BOUNDS]
 STALE_AFTER = timedelta(minutes=60)
-T0 = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)
-PROJECT = UUID("00000000-0000-4000-8000-00000000000a")
-SOURCES = [UUID(f"00000000-0000-4000-8000-00000000010{i}") for i in range(2)]
+# The state machine's own start, project and sources (the examples at the end use the
+# factories').
+MACHINE_T0 = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)
+MACHINE_PROJECT = UUID("00000000-0000-4000-8000-00000000000a")
+MACHINE_SOURCES = [UUID(f"00000000-0000-4000-8000-00000000010{i}") for i in range(2)]
 RUNS = 8
 STATUSES = ["queued", "active", "success", "failed", "cancelled"]
 
 
 def run_id(i: int) -> UUID:
-    return uuid5(PROJECT, f"run-{i}")
+    return uuid5(MACHINE_PROJECT, f"run-{i}")
 
 
 def source_of(i: int) -> UUID:
-    return SOURCES[i % len(SOURCES)]
+    return MACHINE_SOURCES[i % len(MACHINE_SOURCES)]
 
 
 def queued_of(i: int) -> datetime:
     """A run keeps its queuedAt for life."""
-    return T0 + timedelta(minutes=7 * i)
+    return MACHINE_T0 + timedelta(minutes=7 * i)
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,7 @@ class Copy:
         return GenerationEvent.model_validate(
             {
                 "id": str(run_id(self.run)),
-                "projectId": str(PROJECT),
+                "projectId": str(MACHINE_PROJECT),
                 "sourceId": str(source_of(self.run)),
                 "trigger": self.trigger,
                 "status": self.status,
@@ -226,7 +224,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp(prefix="totals-"))
         self.store = self._open()
         self.model = Model()
-        self.now = T0
+        self.now = MACHINE_T0
         self.exposed: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
 
     def _open(self) -> Store:
@@ -243,7 +241,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(
         batch=st.lists(copies, max_size=10),
-        full=st.sets(st.sampled_from(SOURCES)),
+        full=st.sets(st.sampled_from(MACHINE_SOURCES)),
         minutes=st.integers(0, 90),
     )
     def ingest(self, batch: list[Copy], full: set[UUID], minutes: int) -> None:
@@ -256,12 +254,12 @@ class StoreMachine(RuleBasedStateMachine):
         self.now += timedelta(minutes=minutes)
         pages = [
             PageIn(
-                PROJECT,
+                MACHINE_PROJECT,
                 source,
                 [c.event() for c in batch if source_of(c.run) == source],
                 full_window=source in full,
             )
-            for source in SOURCES
+            for source in MACHINE_SOURCES
             if source in full or any(source_of(c.run) == source for c in batch)
         ]
         if pages:
@@ -364,11 +362,11 @@ class StoreMachine(RuleBasedStateMachine):
         in_progress: dict[Any, int] = defaultdict(int)
         for i, copy in self.model.stored.items():
             if copy.in_flight and i not in self.model.stale:
-                in_progress[((PROJECT, source_of(i)), copy.status)] += 1
+                in_progress[((MACHINE_PROJECT, source_of(i)), copy.status)] += 1
         assert store_reads.in_progress(cur) == dict(in_progress)
         stale: dict[Any, int] = defaultdict(int)
         for i in self.model.stale:
-            stale[(PROJECT, source_of(i))] += 1
+            stale[(MACHINE_PROJECT, source_of(i))] += 1
         assert store_reads.stale_runs(cur) == dict(stale)
 
     @invariant()
@@ -390,7 +388,7 @@ class StoreMachine(RuleBasedStateMachine):
     @invariant()
     def exposed_counters_never_go_down(self) -> None:
         registry = CollectorRegistry()
-        names = {(PROJECT, s): SourceNames("p", str(s)) for s in SOURCES}
+        names = {(MACHINE_PROJECT, s): SourceNames("p", str(s)) for s in MACHINE_SOURCES}
         registry.register(store_metrics(self.store, names, now=lambda: self.now))
         counters: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
         for family in registry.collect():
@@ -429,7 +427,7 @@ DAY = timedelta(days=1)
 
 def _exposed(store: Store) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     registry = CollectorRegistry()
-    registry.register(store_metrics(store, {(FPROJECT, FSOURCE): SourceNames("shop", "orders")}))
+    registry.register(store_metrics(store, {(PROJECT, SOURCE): SourceNames("shop", "orders")}))
     return {_key(s): s.value for f in registry.collect() for s in f.samples}
 
 
@@ -441,17 +439,17 @@ def test_a_failed_run_retried_to_success_with_fewer_rows(tmp_path: Path) -> None
     """The issue's case: no counter goes down, and X - X_retracted is the truth."""
     store = Store(tmp_path / "x.duckdb", rollups=Rollups(BOUNDS))
     try:
-        failed = frun(status="failed", billableRows=500, totalInsertedRows=500, durationMs=5_000)
-        store.ingest_page(FPROJECT, FSOURCE, [failed], now=FT0)
+        failed = run(status="failed", billableRows=500, totalInsertedRows=500, durationMs=5_000)
+        store.ingest_page(PROJECT, SOURCE, [failed], now=T0)
         before = _exposed(store)
-        retried = frun(
+        retried = run(
             failed.id,
             billableRows=100,
             totalInsertedRows=600,
             durationMs=40_000,
-            updatedAt=(FT0 + timedelta(hours=1)).isoformat(),
+            updatedAt=(T0 + timedelta(hours=1)).isoformat(),
         )
-        store.ingest_page(FPROJECT, FSOURCE, [retried], now=FT0 + timedelta(hours=1))
+        store.ingest_page(PROJECT, SOURCE, [retried], now=T0 + timedelta(hours=1))
         after = _exposed(store)
     finally:
         store.close()
@@ -484,10 +482,10 @@ def test_a_failed_run_retried_to_success_with_fewer_rows(tmp_path: Path) -> None
 def test_a_corrected_duration_is_not_observed_twice(tmp_path: Path) -> None:
     store = Store(tmp_path / "x.duckdb", rollups=Rollups(BOUNDS))
     try:
-        done = frun(durationMs=500)
-        store.ingest_page(FPROJECT, FSOURCE, [done], now=FT0)
-        fixed = frun(done.id, durationMs=50_000, updatedAt=(FT0 + timedelta(hours=1)).isoformat())
-        store.ingest_page(FPROJECT, FSOURCE, [fixed], now=FT0 + timedelta(hours=1))
+        done = run(durationMs=500)
+        store.ingest_page(PROJECT, SOURCE, [done], now=T0)
+        fixed = run(done.id, durationMs=50_000, updatedAt=(T0 + timedelta(hours=1)).isoformat())
+        store.ingest_page(PROJECT, SOURCE, [fixed], now=T0 + timedelta(hours=1))
         found = _exposed(store)
     finally:
         store.close()
@@ -500,11 +498,11 @@ def test_a_corrected_duration_is_not_observed_twice(tmp_path: Path) -> None:
 def test_new_histogram_bounds_keep_every_count_from_going_down(tmp_path: Path) -> None:
     path = tmp_path / "x.duckdb"
     store = Store(path, rollups=Rollups(BOUNDS))
-    runs = [frun(durationMs=ms, minutes=i) for i, ms in enumerate([500, 5_000, 30_000, 90_000])]
-    shrunk = frun(durationMs=90_000, minutes=9)
-    store.ingest_page(FPROJECT, FSOURCE, [*runs, shrunk], now=FT0)
-    fixed = frun(shrunk.id, minutes=9, durationMs=800, updatedAt=(FT0 + DAY).isoformat())
-    store.ingest_page(FPROJECT, FSOURCE, [fixed], now=FT0)
+    runs = [run(durationMs=ms, minutes=i) for i, ms in enumerate([500, 5_000, 30_000, 90_000])]
+    shrunk = run(durationMs=90_000, minutes=9)
+    store.ingest_page(PROJECT, SOURCE, [*runs, shrunk], now=T0)
+    fixed = run(shrunk.id, minutes=9, durationMs=800, updatedAt=(T0 + DAY).isoformat())
+    store.ingest_page(PROJECT, SOURCE, [fixed], now=T0)
     before = _exposed(store)
     store.close()
     store = Store(path, rollups=Rollups((0.5, 1.0, 60.0, 120.0)))
@@ -529,8 +527,8 @@ def test_new_histogram_bounds_keep_every_count_from_going_down(tmp_path: Path) -
 def test_a_new_billing_timezone_redays_the_usage(tmp_path: Path) -> None:
     path = tmp_path / "x.duckdb"
     store = Store(path)
-    late = FT0.replace(hour=23, minute=0)
-    store.ingest_page(FPROJECT, FSOURCE, [frun(finishedAt=late.isoformat())], now=FT0)
+    late = T0.replace(hour=23, minute=0)
+    store.ingest_page(PROJECT, SOURCE, [run(finishedAt=late.isoformat())], now=T0)
     store.close()
     store = Store(path, rollups=Rollups(timezone="Asia/Tokyo"))
     try:

@@ -1,24 +1,108 @@
-"""Helpers for tests that run the real console script as a subprocess."""
+"""Runners of real servers and processes for the tests, and the probes that wait for them
+and read them. Builders of data are in ``tests/factories.py``; fixtures in ``tests/conftest.py``.
+
+In-process, on real loopback HTTP: :class:`Sim` (a simulator that is serving: its world, clock
+and URL), :func:`running` (a :class:`~exporter.poller.Poller` polling a simulator into a real
+DuckDB file), :func:`eventually` (await a condition).
+
+The console script as a subprocess: :func:`exporter` and :func:`started` (`run` until stopped;
+:class:`Running`), :func:`collect` (one pass), :func:`write_config` and :func:`free_port` for
+them; probes: :func:`wait_for`, :func:`listening`, :func:`status_of`, :func:`scrape` (with
+:func:`labels` for its keys).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Sim, config_data
-from tests.test_cli import EXE
+from exporter.client import SynthbrewClient
+from exporter.config import Config, parse_config
+from exporter.poller import Poller
+from exporter.selfmetrics import ExporterStats
+from exporter.simulator import SimClock, SimulatorApp, World
+from exporter.store import IngestQueue, Store
+from exporter.targets import targets
+from tests.factories import EXE, config_data
+
+# --- in-process: a simulator, a poller against it --------------------------------------------
+
+
+class Sim:
+    """A running simulator: its world (ground truth, clock) and its URL."""
+
+    def __init__(self, world: World, url: str, app: SimulatorApp) -> None:
+        self.world = world
+        self.url = url
+        self.app = app
+        self.base_url = f"{url}/api"
+
+    @property
+    def clock(self) -> SimClock:
+        return self.world.clock
+
+    def ids(self, project: str, source: str) -> tuple[Any, Any]:
+        for p in self.world.scenario.projects:
+            for s in p.sources:
+                if p.name == project and s.name == source:
+                    return p.id, s.id
+        raise KeyError((project, source))
+
+    def state(self, project: str, source: str) -> Any:
+        return self.world.source(*self.ids(project, source))
+
+    def config(self, **api: Any) -> Config:
+        return parse_config(config_data(self, **api), environ={})
+
+
+@asynccontextmanager
+async def running(
+    sim: Sim, db: Path, api: dict[str, Any] | None = None, **collector: Any
+) -> AsyncIterator[tuple[Poller, Store, CollectorRegistry]]:
+    """A Poller of ``sim`` storing into the DuckDB file ``db``, warm-started on its targets;
+    ``api`` and ``collector`` are config sections. Yields it, its store and its stats' registry."""
+    data = config_data(sim, **(api or {}))
+    data["collector"] = collector
+    data["database"] = {"path": str(db)}
+    config = parse_config(data, environ={})
+    store = Store(config.database.path)
+    registry = CollectorRegistry()
+    queue = IngestQueue(store, timedelta(seconds=config.collector.stale_after_seconds))
+    try:
+        async with SynthbrewClient(config.api) as client:
+            c = Poller(config, client, store, queue, ExporterStats(registry))
+            c.warm_start(targets(config))
+            yield c, store, registry
+    finally:
+        await queue.aclose()
+        store.close()
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 20.0) -> None:
+    """Wait until ``predicate()`` holds; fail the test if it does not ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+# --- the console script as a subprocess ------------------------------------------------------
 
 
 def free_port() -> int:
