@@ -166,13 +166,13 @@ class RunningExporter:
         if response.status_code < 400:
             return response.json()
         try:
-            detail = str(response.json().get("error", response.text))
-        except ValueError:
-            detail = response.text
+            error = response.json().get("error")
+        except (ValueError, AttributeError):
+            error = None
         kind = {400: InvalidInput, 404: NotFound, 409: NotConfigured}.get(response.status_code)
-        if kind is not None:
-            raise kind(detail)
-        raise RemoteError(f"{url}: HTTP {response.status_code}: {detail}")
+        if kind is not None and isinstance(error, str):
+            raise kind(error)  # the exporter's own answer (exporter.errors), not a stray server's
+        raise RemoteError(f"{url}: HTTP {response.status_code}: {error or response.text[:200]}")
 
 
 @dataclass(frozen=True)
@@ -231,6 +231,11 @@ def open_data(
         return RunningExporter(url.rstrip("/"))
     if database is not None:
         return FileOrExporter(LocalFile(database), None)
+    return configured_data(config_path, export_to=export_to)
+
+
+def configured_data(config_path: Path | None, *, export_to: Path | None = None) -> FileOrExporter:
+    """The config's file, falling back to the config's running exporter while that holds it."""
     config = load_config(config_path)
     local = LocalFile(
         config.database.path,

@@ -52,7 +52,7 @@ class UpstreamError(ExporterError):
         self.status_code = status_code
 
 
-class TimeoutError_(UpstreamError):
+class UpstreamTimeout(UpstreamError):
     reason = "timeout"
     retryable = True
 
@@ -255,7 +255,7 @@ class SynthbrewClient:
             try:
                 response = await self._http.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
             except httpx.TimeoutException as exc:
-                raise TimeoutError_(f"{where}: timed out ({type(exc).__name__})") from None
+                raise UpstreamTimeout(f"{where}: timed out ({type(exc).__name__})") from None
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 raise ConnectError(f"{where}: connection failed ({type(exc).__name__})") from None
             except httpx.HTTPError as exc:

@@ -6,15 +6,17 @@ status or an exit code through :attr:`ExporterError.http_status` / :attr:`exit_c
 the class of a built-in exception. The text of every one is safe to show: it never holds an
 API key.
 
-    ExporterError
+    ExporterError                                                                 500 / exit 1
     ├── InvalidInput            a parameter, query or option the user can fix     400 / exit 2
-    │   └── NotFound            a report, source or database that does not exist  404 / exit 2
+    │   ├── NotFound            a report, source or database that does not exist  404 / exit 2
+    │   ├── ReportError         a report file or parameter (exporter.reports)
+    │   └── SqlError            a refused or failed ad-hoc query (exporter.sql)
     ├── NotConfigured           needs a config key that is not set                409 / exit 2
-    └── Unavailable             cannot be done now: store, running exporter       503 / exit 1
-
-Errors of their own modules sit under these: ``ConfigError`` (exit 2), ``ReportError`` and
-``SqlError`` (InvalidInput), ``StoreError`` and ``RemoteError`` (Unavailable), and the upstream
-API's ``UpstreamError`` (exit 1).
+    ├── Unavailable             cannot be done now                                503 / exit 1
+    │   ├── StoreError          the database cannot be opened or written (exporter.store)
+    │   └── RemoteError         the running exporter cannot be reached (exporter.access)
+    ├── ConfigError             a config mistake, naming the key (exporter.config)  exit 2
+    └── UpstreamError           the Synthbrew API failed or refused (exporter.client)
 """
 
 from __future__ import annotations

@@ -80,10 +80,10 @@ def _quoted(name: str) -> str:
 
 @dataclass(frozen=True)
 class ExportResult:
-    root: str  # the dataset directory, as the exporter that wrote it names it
     files_written: int
     files_unchanged: int
     rows_written: int
+    root: str = ""  # the dataset directory as its writer names it ("" from an older exporter)
 
 
 def partition_file(root: Path, project: str, month: str, source_id: UUID) -> Path:

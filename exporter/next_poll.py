@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.config import CollectorConfig
+from exporter.config import PollingConfig
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ IDLE_DIVISOR = 10.0
 
 
 def poll_interval(
-    cfg: CollectorConfig,
+    cfg: PollingConfig,
     base: float,
     current: float,
     *,
@@ -58,7 +58,7 @@ def poll_interval(
 
 
 def plan_next(
-    cfg: CollectorConfig,
+    cfg: PollingConfig,
     base_interval: float,
     current: Plan,
     *,

@@ -44,7 +44,7 @@ _RELATIVE = re.compile(r"^today(?:-(\d+))?$")
 
 
 class ReportError(InvalidInput):
-    """A report that cannot be found, or a parameter that cannot be used: the user's to fix."""
+    """A report file or a parameter that cannot be used: the user's to fix."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,13 @@ class ReportInfo:
     params: tuple[Param, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "params": [asdict(p) for p in self.params]}
+        """This listing's fields only, also of a :class:`Report`: its SQL stays on the server."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "params": [asdict(p) for p in self.params],
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ReportInfo:

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from exporter.budget import Budgets
 from exporter.client import SynthbrewClient
 from exporter.config import Config, ConfigError
-from exporter.errors import NotConfigured, NotFound
+from exporter.errors import NotConfigured
 from exporter.export import ExportResult, export_parquet
 from exporter.exposition import ExpositionCache
 from exporter.httpserver import (
@@ -41,7 +41,7 @@ from exporter.sql import run_sql
 from exporter.store import IngestQueue, Rollups, Store, StoreError
 from exporter.store.db import first_line
 from exporter.supervision import Faults, guarded, until_stopped
-from exporter.targets import Target, targets
+from exporter.targets import Target, find_target, targets
 from exporter.web import SourceStatus, build_app
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,8 @@ class Exporter:
 
     async def poll_now(self, project: str, source: str) -> dict[str, object]:
         """Poll one source right away (e.g. after `regenerate`), outside its schedule."""
-        for target in self.targets:
-            if target.labels == (project, source):
-                result = await self.poller.poll(target)
-                return {"ok": result.ok, "received": result.received, "new": result.new}
-        raise NotFound(f"no configured source {project}/{source}")
+        result = await self.poller.poll(find_target(self.targets, project, source))
+        return {"ok": result.ok, "received": result.received, "new": result.new}
 
     def readiness(self) -> str | None:
         """Why the exporter is not ready, or None: every source polled once and /metrics

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import SecretStr
 
 from exporter.config import Config, ProjectConfig, SourceConfig
+from exporter.errors import NotFound
 from exporter.models import SourceKey
 from exporter.sharding import Shard
 
@@ -47,3 +49,15 @@ def targets(config: Config, *, every_shard: bool = False) -> list[Target]:
         for source in project.sources
         if shard.owns(source.id)
     ]
+
+
+def find_target(candidates: Sequence[Target], project: str, source: str) -> Target:
+    """A source by project and source, each given by name or id."""
+    for t in candidates:
+        if project in (t.project.name, str(t.project.id)) and source in (
+            t.source.name,
+            str(t.source.id),
+        ):
+            return t
+    known = ", ".join(t.name for t in candidates)
+    raise NotFound(f"{project}/{source}: no such configured source (known: {known})")

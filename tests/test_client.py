@@ -20,8 +20,8 @@ from exporter.client import (
     RateLimitedError,
     ServerHttpError,
     SynthbrewClient,
-    TimeoutError_,
     UpstreamError,
+    UpstreamTimeout,
     parse_retry_after,
 )
 from exporter.config import ApiConfig
@@ -233,7 +233,7 @@ async def test_retry_after_longer_than_allowed_fails_fast(start_sim: Callable[..
 async def test_hang_past_timeout_is_timeout(start_sim: Callable[..., Sim]) -> None:
     sim, project, source = faulty(start_sim, faults={"hang_seconds": 2})
     async with client_for(sim.base_url, timeout_seconds=0.3, retry={"attempts": 1}) as client:
-        with pytest.raises(TimeoutError_):
+        with pytest.raises(UpstreamTimeout):
             await client.list_generation_events(project, source, api_key=KEY)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import httpx
 import pytest
 
 from exporter.reports import load_reports, run_report
@@ -77,3 +78,40 @@ def test_report_without_a_database_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no such database" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_errors_keep_their_kind_over_http_and_through_the_cli(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    """Each kind of error (exporter.errors) answers its own status over /api, and the CLI asking
+    a running exporter exits as it would on the file; a server that is not an exporter is
+    "cannot reach", not the user's mistake."""
+    sim = start_sim(make_scenario([{"name": "orders"}]))
+    with exporter(sim, tmp_path) as url:  # no export.path
+        wait_for(lambda: status_of(f"{url}/readyz") == 200)
+        unknown_report = httpx.get(f"{url}/api/reports/nosuch", timeout=30)
+        bad_param = httpx.get(f"{url}/api/reports/usage_daily?tz=Nowhere/X", timeout=30)
+        no_export = httpx.post(f"{url}/api/export", timeout=30)
+        unknown_source = httpx.post(f"{url}/api/poll/shop/nosuch", timeout=30)
+        by_id = httpx.post(f"{url}/api/poll/shop/{sim.ids('shop', 'orders')[1]}", timeout=30)
+        listing = httpx.get(f"{url}/api/reports", timeout=30).json()["reports"]
+        cli_unknown = cli("report", "nosuch", "--url", url)
+        cli_bad = cli("report", "usage_daily", "--url", url, "--param", "tz=Nowhere/X")
+    stray = cli("report", "usage_daily", "--url", sim.url)
+    assert (unknown_report.status_code, bad_param.status_code) == (404, 400)
+    assert "no report named 'nosuch'" in unknown_report.json()["error"]
+    assert (no_export.status_code, no_export.json()) == (
+        409,
+        {"error": "export.path is not configured"},
+    )
+    assert unknown_source.status_code == 404
+    assert "no such configured source" in unknown_source.json()["error"]
+    assert by_id.status_code == 200, "a source by id, as regenerate --source takes it"
+    assert listing
+    assert all(set(r) == {"name", "title", "description", "params"} for r in listing)
+    assert (cli_unknown.returncode, cli_bad.returncode) == (2, 2)
+    assert "no report named 'nosuch'" in cli_unknown.stderr
+    assert "not a valid tz" in cli_bad.stderr
+    assert stray.returncode == 1, stray.stderr
+    assert "HTTP 404" in stray.stderr
+    assert sim.url in stray.stderr

@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.factories import EXE
 from tests.runners import free_port
+
+pytestmark = pytest.mark.e2e
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 AS_WRITTEN = ".venv/bin/synthbrew-exporter"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from exporter.config import CollectorConfig
+from exporter.config import PollingConfig
 from exporter.next_poll import Plan, plan_next, poll_interval
 from exporter.poller import PollResult, poll_all
 from exporter.targets import targets
@@ -201,7 +201,7 @@ async def test_restart_resumes_the_same_state(sim: Sim, tmp_path: Path) -> None:
 
 
 def test_plan_next_rule() -> None:
-    cfg = CollectorConfig(
+    cfg = PollingConfig(
         interval_seconds=60, page_limit=200, quiet_page_limit=20, min_interval_seconds=10
     )
     full = Plan(200, 60)
@@ -223,12 +223,12 @@ def test_plan_next_rule() -> None:
     assert waiting == Plan(200, 60), "a run in flight deep in the window needs the full window"
     top = plan_next(cfg, 60, full, requested=200, received=50, new=0, deepest_in_flight=2)
     assert top == Plan(20, 60), "runs in flight near the top are seen by the small page"
-    default = CollectorConfig(interval_seconds=60, page_limit=200)
+    default = PollingConfig(interval_seconds=60, page_limit=200)
     always = plan_next(default, 60, full, requested=200, received=50, new=0, deepest_in_flight=None)
     assert always == Plan(200, 60), "without quiet_page_limit every poll asks for page_limit"
 
 
-ADAPTIVE = CollectorConfig(
+ADAPTIVE = PollingConfig(
     interval_seconds=60,
     min_interval_seconds=10,
     in_flight_interval_seconds=20,
@@ -268,7 +268,7 @@ def test_poll_interval_rule(
 
 
 def test_poll_interval_defaults_keep_the_configured_interval() -> None:
-    default = CollectorConfig(interval_seconds=60)
+    default = PollingConfig(interval_seconds=60)
     for in_flight, idle in [(True, 0.0), (False, 86400.0), (False, float("inf"))]:
         assert (
             poll_interval(

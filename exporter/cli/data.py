@@ -46,7 +46,9 @@ def report(
             click.echo(describe(data.reports()), nl=False)
             return
         result = data.run_report(name, given)
-        title = next((r.title for r in data.reports() if r.name == name), name)
+        # The table's title; the other formats carry none, so they need not ask for it.
+        titles = {r.name: r.title for r in data.reports()} if fmt == "table" else {}
+        title = titles.get(name, name)
     _emit(render(result, fmt, title), output)
 
 
@@ -136,7 +138,8 @@ def export_cmd(config_path: Path | None, output: Path | None) -> None:
     with handled():
         data = open_data(config_path, export_to=output)
         result = data.export()
+    root = result.root or "export.path"
     click.echo(
-        f"{result.root}: {result.files_written} file(s) written ({result.rows_written} rows),"
+        f"{root}: {result.files_written} file(s) written ({result.rows_written} rows),"
         f" {result.files_unchanged} unchanged"
     )

@@ -14,7 +14,7 @@ from uuid import UUID
 import click
 from rich.console import Console
 
-from exporter.access import FileOrExporter, open_data
+from exporter.access import configured_data
 from exporter.cli.common import config_option, fail, handled, main
 from exporter.client import SynthbrewClient, UpstreamError
 from exporter.config import (
@@ -24,22 +24,7 @@ from exporter.config import (
 from exporter.errors import ExporterError
 from exporter.models import GenerationEvent, RegenerateRequest
 from exporter.regenerate import Followed, regenerate, summary
-from exporter.targets import Target, targets
-
-
-def _resolve_target(config: Config, project: str, source: str) -> Target:
-    """A configured source by name or id; a usage error (exit 2) naming what was not found."""
-    configured = targets(config, every_shard=True)
-    found = [
-        t
-        for t in configured
-        if project in (t.project.name, str(t.project.id))
-        and source in (t.source.name, str(t.source.id))
-    ]
-    if not found:
-        known = ", ".join(t.name for t in configured)
-        fail(f"--project {project} --source {source}: no such configured source (known: {known})")
-    return found[0]
+from exporter.targets import Target, find_target, targets
 
 
 def _regenerate_request(
@@ -105,7 +90,7 @@ def regenerate_cmd(
     """
     with handled():
         config = load_config(config_path)
-    target = _resolve_target(config, project, source)
+        target = find_target(targets(config, every_shard=True), project, source)
     request = _regenerate_request(seed, clear_seed, schema_version_id, generator_config)
     try:
         with live_status(wait and fmt == "text") as update:
@@ -178,9 +163,7 @@ def _store_run(config_path: Path | None, target: Target, run: GenerationEvent) -
     """Store the run now so metrics and reports see it; via the running exporter if it holds
     the database. Not storing it is a warning: the next poll stores it anyway."""
     try:
-        data = open_data(config_path)
-        assert isinstance(data, FileOrExporter)  # a config, no --url: always the file first
-        return data.store_run(target, run)
+        return configured_data(config_path).store_run(target, run)
     except ExporterError as exc:
         return f"warning: the run was not stored now ({exc}); the next poll will store it"
 

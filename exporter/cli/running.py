@@ -165,8 +165,7 @@ def run(
                 )
             return config
 
-        with handled():
-            config = configured()
+        config = configured()
         try:
             asyncio.run(service.run(config, announce=click.echo, reload=configured))
         except TaskDied as exc:

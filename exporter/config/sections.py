@@ -82,7 +82,10 @@ def _check_shard(value: str) -> str:
     return str(Shard.parse(value))
 
 
-class CollectorConfig(Section):
+class PollingConfig(Section):
+    """The ``collector:`` section: how sources are polled. The key keeps its name because it is
+    part of every config file in use; in the code, "collector" means a Prometheus collector."""
+
     interval_seconds: float = Field(60.0, ge=1)
     page_limit: int = Field(200, ge=1, le=200)
     min_interval_seconds: float = Field(
@@ -256,7 +259,7 @@ class ProjectConfig(Section):
 
 class Config(Section):
     api: ApiConfig
-    collector: CollectorConfig = CollectorConfig()
+    collector: PollingConfig = PollingConfig()
     database: DatabaseConfig = DatabaseConfig()
     server: ServerConfig = ServerConfig()
     metrics: MetricsConfig = MetricsConfig()

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from exporter.models import RegenerateRequest
 from exporter.simulator.scenario import Faults
-from exporter.simulator.world import SourceState, World
+from exporter.simulator.world import SimSourceState, World
 
 API = "/api/public/v1/projects/{project_id}/sources/{source_id}"
 KEY_PREFIX = "sb_api_"
@@ -69,7 +69,7 @@ class SimulatorApp:
             ]
         )
 
-    async def _gate(self, request: Request) -> SourceState | Response:
+    async def _gate(self, request: Request) -> SimSourceState | Response:
         """Auth, lookup, rate limit and faults: everything that can refuse a request."""
         key = request.headers.get("x-api-key", "")
         if not key.startswith(KEY_PREFIX):
@@ -98,8 +98,8 @@ class SimulatorApp:
         return answer
 
     async def _answer(
-        self, state: SourceState, faults: Faults, limited: float | None, rng: random.Random
-    ) -> SourceState | Response:
+        self, state: SimSourceState, faults: Faults, limited: float | None, rng: random.Random
+    ) -> SimSourceState | Response:
         if faults.hang_seconds:
             await asyncio.sleep(faults.hang_seconds)
         if faults.latency_ms:
@@ -115,7 +115,7 @@ class SimulatorApp:
             return _error(503, "injected upstream error")
         return state
 
-    def _key_limited(self, state: SourceState, now: datetime) -> float | None:
+    def _key_limited(self, state: SimSourceState, now: datetime) -> float | None:
         """The project key's ``rate_limit_rpm``, over all its sources: a real API limits the
         key, whichever resource it asks for."""
         rpm = state.project.rate_limit_rpm
@@ -123,7 +123,7 @@ class SimulatorApp:
             return None
         return _sliding_minute(self.world.key_recent[state.project.name], rpm, now)
 
-    def _rate_limited(self, state: SourceState, now: datetime) -> float | None:
+    def _rate_limited(self, state: SimSourceState, now: datetime) -> float | None:
         """The source's own ``rate_limit_rpm``."""
         rpm = state.source.rate_limit_rpm
         if rpm is None:
@@ -223,7 +223,7 @@ class SimulatorApp:
             state.recent.clear()
         return JSONResponse(faults.model_dump())
 
-    def _state_of(self, request: Request) -> SourceState | None:
+    def _state_of(self, request: Request) -> SimSourceState | None:
         try:
             key = (UUID(request.path_params["project_id"]), UUID(request.path_params["source_id"]))
         except ValueError:

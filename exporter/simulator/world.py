@@ -64,7 +64,7 @@ class SimClock:
 
 
 @dataclass
-class SourceState:
+class SimSourceState:
     project: SimProject
     source: SimSource
     index: int
@@ -95,12 +95,12 @@ class World:
         self.epoch = scenario.resolved_epoch(self.clock.now())
         self.team_id = stable_uuid(scenario.seed, "team")
         self.lock = threading.Lock()
-        self.sources: dict[SourceKey, SourceState] = {}
+        self.sources: dict[SourceKey, SimSourceState] = {}
         for project in scenario.projects:
             assert project.id is not None
             for source in project.sources:
                 assert source.id is not None
-                state = SourceState(project, source, len(self.sources), self.epoch)
+                state = SimSourceState(project, source, len(self.sources), self.epoch)
                 state.schema_version_id = stable_uuid(scenario.seed, source.id, "schema", 1)
                 self.sources[(project.id, source.id)] = state
         self._spec = lru_cache(maxsize=250_000)(self._scheduled_spec)
@@ -118,7 +118,7 @@ class World:
     def projects(self) -> list[SimProject]:
         return self.scenario.projects
 
-    def source(self, project_id: UUID, source_id: UUID) -> SourceState | None:
+    def source(self, project_id: UUID, source_id: UUID) -> SimSourceState | None:
         return self.sources.get((project_id, source_id))
 
     def _scheduled_spec(self, key: SourceKey, index: int) -> RunSpec:
@@ -140,7 +140,7 @@ class World:
             duration=lognormal(rng, src.duration_seconds),
         )
 
-    def runs(self, state: SourceState, now: datetime, limit: int | None = None) -> list[RunSpec]:
+    def runs(self, state: SimSourceState, now: datetime, limit: int | None = None) -> list[RunSpec]:
         """The runs queued by ``now``, newest first; only the newest ``limit`` when given."""
         key = (state.project.id, state.id)
         assert key[0] is not None
@@ -161,14 +161,14 @@ class World:
         merged = sorted(scheduled + manual, key=lambda r: r.queued_at, reverse=True)
         return merged[:limit] if limit is not None else merged
 
-    def event(self, state: SourceState, spec: RunSpec, now: datetime) -> dict[str, Any]:
+    def event(self, state: SimSourceState, spec: RunSpec, now: datetime) -> dict[str, Any]:
         """The run as the list endpoint shows it at ``now``."""
         identity = Identity(
             state.project.id, state.id, self.team_id, state.schema_version_id, state.source.kind
         )
         return render(spec, now, identity)
 
-    def page(self, state: SourceState, limit: int) -> list[dict[str, Any]]:
+    def page(self, state: SimSourceState, limit: int) -> list[dict[str, Any]]:
         now = self.clock.now()
         specs = self.runs(state, now, limit)
         seen = self.first_served_finished
@@ -179,7 +179,7 @@ class World:
                         seen[spec.id] = now
         return [self._served(state, spec, now) for spec in specs]
 
-    def _served(self, state: SourceState, spec: RunSpec, now: datetime) -> dict[str, Any]:
+    def _served(self, state: SimSourceState, spec: RunSpec, now: datetime) -> dict[str, Any]:
         event = self.event(state, spec, now)
         if spec.corrupt >= 0:
             corrupt(event, spec.corrupt)
@@ -187,7 +187,7 @@ class World:
 
     def regenerate(
         self,
-        state: SourceState,
+        state: SimSourceState,
         *,
         seed_given: bool = False,
         seed: str | None = None,
@@ -226,7 +226,7 @@ class World:
             state.manual.append(spec)
             return spec
 
-    def source_object(self, state: SourceState) -> dict[str, Any]:
+    def source_object(self, state: SimSourceState) -> dict[str, Any]:
         src = state.source
         runs = self.runs(state, self.clock.now(), 1)
         return {

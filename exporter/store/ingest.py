@@ -342,7 +342,3 @@ def write_batch(
         looked_in_history=looked,
         revived=int(revived),
     )
-
-
-def live_rows(conn: duckdb.DuckDBPyConnection) -> int:
-    return int(scalar(conn, "SELECT count(*) FROM events_live"))

@@ -20,8 +20,6 @@ from exporter.models import PROGRESS_FIELDS, SourceKey, fingerprint
 from exporter.store.schema import finished, in_flight
 from exporter.window import Window
 
-SourceKey = SourceKey
-
 
 @dataclass(frozen=True)
 class PollState:

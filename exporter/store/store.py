@@ -1,9 +1,11 @@
 """The :class:`Store`: the one owner of the DuckDB file.
 
-Writes of the running exporter go through :meth:`Store.call` onto its single write thread, so
-the event loop never blocks on DuckDB and two writes never interleave; readers take their own
-cursor (a connection of the same database) and run beside the writes. A one-shot command that
-holds the file alone (``regenerate`` storing its run, ``export``) calls the store directly.
+Every write takes the store's lock, so two writes never interleave on its connection. Polls
+hand theirs to :meth:`Store.call`, one write thread, so the event loop never blocks on DuckDB;
+the export writes its bookkeeping from the worker thread it runs on, and a one-shot command
+that holds the file alone (``regenerate`` storing its run, ``export``) calls the store
+directly. Readers take their own cursor (a connection of the same database) and run beside
+the writes.
 What the store does is in the package's other modules (schema, ingest, totals, history,
 reads); this one is their owner's lifecycle (open, migrate, heal, reopen, checkpoint, close),
 which is why it is the longest of them.
@@ -109,7 +111,7 @@ class Store:
         self._readers = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._generation = 0
-        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-writer")
+        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
         self._added_since_retire = 0
         self._retired_at = time.monotonic()
         self._checkpointed_at: float | None = None
@@ -147,12 +149,12 @@ class Store:
             self._conn.close()
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a store method on the writer thread, off the event loop."""
+        """Run a store method on the write thread, off the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._write_thread, lambda: fn(*args, **kwargs))
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """This thread's reader cursor: reads run beside the writer, never on its connection.
+        """This thread's reader cursor: reads run beside the writes, never on their connection.
         A new one after the database was reopened."""
         if self._invalidated is not None:
             raise StoreError(f"{self.path}: unusable until reopened: {self._invalidated}")
