@@ -13,12 +13,14 @@ import asyncio
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from exporter import service
@@ -114,8 +116,9 @@ def seed_history(config: Config, world: World, days: int, now: datetime) -> int:
 
 @contextmanager
 def prometheus(target: str, listen: str, data_dir: Path) -> Iterator[str | None]:
-    """Debian's Prometheus with the project's rules, scraping ``target`` (HOST:PORT); None when
-    the binary or the rules (a source checkout) are missing, or it did not start."""
+    """Debian's Prometheus with the project's rules, scraping ``target`` (HOST:PORT): the URL of
+    its alerts page; None when the binary or the rules (a source checkout) are missing, or it
+    did not start."""
     exe = shutil.which("prometheus")
     if exe is None or not PROMETHEUS_DIR.is_dir():
         yield None
@@ -143,10 +146,26 @@ def prometheus(target: str, listen: str, data_dir: Path) -> Iterator[str | None]
                 proc.wait(timeout=1)
                 yield None
             except subprocess.TimeoutExpired:
-                yield f"http://{listen}"
+                yield alerts_page(f"http://{listen}")
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def alerts_page(base: str) -> str:
+    """Prometheus's alerts page: ``/alerts`` in the upstream build; Debian's package has only
+    the classic UI, at ``/classic/alerts`` (``/alerts`` answers 404 there)."""
+    for path in ("/alerts", "/classic/alerts"):
+        for _ in range(20):  # its web server comes up a moment after the process
+            try:
+                status = httpx.get(f"{base}{path}", timeout=2).status_code
+            except httpx.TransportError:
+                time.sleep(0.25)
+                continue
+            if status == 200:
+                return f"{base}{path}"
+            break
+    return f"{base}/"
 
 
 async def run_demo(
@@ -182,7 +201,7 @@ async def run_demo(
             announce(f"simulator:  http://{address(sock)}/api  ({len(sim.world.sources)} sources)")
             announce(f"database:   {db_path}")
             if prom:
-                announce(f"prometheus: {prom}/alerts  (the project's rules, scraping {target})")
+                announce(f"prometheus: {prom}  (the project's rules, scraping {target})")
             elif shutil.which("prometheus"):
                 announce(f"prometheus: did not start on {prometheus_listen}: see {tmp}")
             else:

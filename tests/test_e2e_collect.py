@@ -160,7 +160,10 @@ def test_run_demo_prints_usage_first_and_serves_history_metrics_and_prometheus(
         usage = httpx.get(f"{url}/usage/billable.csv?period=30d").text.splitlines()
         prom_line = next(line for line in lines if line.startswith("prometheus:"))
         if shutil.which("prometheus"):
-            assert prom_line.split()[1] == f"http://{prometheus}/alerts"
+            alerts = prom_line.split()[1]
+            assert alerts.startswith(f"http://{prometheus}/")
+            assert alerts.endswith("alerts"), alerts
+            assert httpx.get(alerts, timeout=10).status_code == 200, "the printed page exists"
             assert_prometheus_scrapes(f"http://{prometheus}")
         else:
             assert "not installed" in prom_line
