@@ -85,6 +85,7 @@ class Measured:
     runs: int
     ready_seconds: float = 0.0
     peak_rss_mb: float = 0.0
+    peak_rss_polling_mb: float = 0.0  # before the reports: what polling alone reached
     peak_rss_with_pages_mb: float = 0.0
     store_refresh_seconds: float = 0.0
     store_refresh_max_seconds: float = 0.0
@@ -160,6 +161,7 @@ def measure(runs: int, world: World, workdir: Path, minutes: float) -> Measured:
         steady = minutes * 60
         out.cpu_seconds_per_minute = round((_cpu_seconds(proc.pid) - ready_cpu) / steady * 60, 1)
         out.rss_mb = round(_status_mb(proc.pid, "VmRSS"), 1)
+        out.peak_rss_polling_mb = round(_status_mb(proc.pid, "VmHWM"), 1)
         writing = _total(_scrape(url), "synthbrew_exporter_store_write_seconds_total")
         for name in load_reports():
             began = time.perf_counter()
@@ -342,6 +344,8 @@ def table(rows: list[Measured]) -> str:
         lines.append(f"  {name:<22} " + " | ".join(f"{m.reports_ms[name]:>9}" for m in rows))
     lines.append("")
     lines.append("page latency, slowest of 3 (ms): " + " | ".join(f"{m.runs:,}" for m in rows))
+    polling = " | ".join(f"{m.peak_rss_polling_mb:>9}" for m in rows)
+    lines.append(f"  {'peak RSS polling only (MB)':<32} {polling}")
     peaks = " | ".join(f"{m.peak_rss_with_pages_mb:>9}" for m in rows)
     lines.append(f"  {'peak RSS with the pages (MB)':<32} {peaks}")
     for name in base.pages_ms:

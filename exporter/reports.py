@@ -31,8 +31,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 
-from exporter.errors import InvalidInput, NotFound
-from exporter.store.db import schema_version
+from exporter.errors import InvalidInput, NotFound, Unavailable
+from exporter.store.db import first_line, schema_version
 from exporter.store.schema import MIGRATIONS
 from exporter.store.totals import calendar_timezone
 
@@ -45,6 +45,23 @@ _RELATIVE = re.compile(r"^today(?:-(\d+))?$")
 
 class ReportError(InvalidInput):
     """A report file or a parameter that cannot be used: the user's to fix."""
+
+
+class ReportFailed(Unavailable):
+    """A sound report the database could not run now (out of memory, I/O): not the user's
+    to fix, and worth trying again."""
+
+
+# DuckDB's errors that say the database could not do it now, as opposed to a report it
+# cannot bind or parse.
+_RESOURCE_ERRORS = (
+    duckdb.OutOfMemoryException,
+    duckdb.IOException,
+    duckdb.InterruptException,
+    duckdb.FatalException,
+    duckdb.InternalException,
+    duckdb.ConnectionException,
+)
 
 
 @dataclass(frozen=True)
@@ -268,6 +285,8 @@ def run_report(
         bound["calendar_tz"] = calendar_timezone(cur)
     try:
         result = cur.execute(report.sql, bound)
+    except _RESOURCE_ERRORS as exc:
+        raise ReportFailed(f"report {report.name!r} failed: {first_line(exc)}") from None
     except duckdb.Error as exc:
         hint = ""
         if isinstance(exc, duckdb.CatalogException) and schema_version(cur) < len(MIGRATIONS):

@@ -11,11 +11,13 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from exporter.reports import (
     CONTEXT,
     ReportError,
+    ReportFailed,
     ReportResult,
     load_reports,
     parse_report,
@@ -283,6 +285,23 @@ def test_runs_by_status_daily_and_source_health(
 def test_a_relative_date_too_far_back_is_a_message_not_a_crash() -> None:
     with pytest.raises(ReportError, match="--param since: 'today-999999999' is not a valid date"):
         REPORTS["usage_daily"].bind({"since": "today-999999999"})
+
+
+def test_a_report_the_database_cannot_run_now_is_not_the_users_mistake(tmp_path: Path) -> None:
+    """Out of memory is ReportFailed (HTTP 503, exit 1), a broken query ReportError (400, 2)."""
+    big = tmp_path / "big.sql"
+    big.write_text("-- title: Big\nSELECT list(i) FROM range(3000000) t(i)\n", encoding="utf-8")
+    broken = tmp_path / "broken.sql"
+    broken.write_text("-- title: Broken\nSELECT no_such_column FROM range(3)\n", encoding="utf-8")
+    conn = duckdb.connect()
+    conn.execute("SET memory_limit = '2MB'")
+    conn.execute("SET temp_directory = ''")
+    with pytest.raises(ReportFailed, match="report 'big' failed: Out of Memory") as failed:
+        run_report(conn, parse_report(big), {})
+    with pytest.raises(ReportError, match="report 'broken' failed") as refused:
+        run_report(conn, parse_report(broken), {})
+    assert (failed.value.http_status, failed.value.exit_code) == (503, 1)
+    assert (refused.value.http_status, refused.value.exit_code) == (400, 2)
 
 
 def test_csv_cells_a_spreadsheet_would_run_get_an_apostrophe() -> None:

@@ -2,7 +2,8 @@
 the vendored Chart.js, everything served from the package (no CDN, no internet).
 
 User input reaches SQL only as a report's bound parameters; a bad value gets its message on
-the page with status 400, never a stack trace.
+the page with status 400, a report the database cannot run now (out of memory) 503, never a
+stack trace.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from exporter import __version__
+from exporter.errors import ExporterError
 from exporter.pages.figures import Chart, Table, chart_from
 from exporter.pages.period import PRESETS, PageInputError, Period, parse_period
 from exporter.pages.usage import FIGURES, Catalog, Filters, Usage
@@ -135,14 +137,15 @@ def page_routes(
     async def usage_page(request: Request) -> Response:
         usage, period, filters, error = usage_for(request)
         figures = []
+        status = 400 if error else 200
         if usage is not None:
             try:
                 figures = await run_in_threadpool(usage.figures)
-            except ReportError as exc:
-                error = str(exc)
+            except ExporterError as exc:  # the kind says whose it is: 400, or 503 (memory)
+                error, status = str(exc), exc.http_status
         return _page(
             "usage.html",
-            400 if error else 200,
+            status,
             figures=figures,
             period=period,
             filters=filters,
@@ -162,8 +165,8 @@ def page_routes(
             return Response(f"no figure named {name!r}\n", status_code=404, media_type="text/plain")
         try:
             figure = await run_in_threadpool(usage.figure, name)
-        except ReportError as exc:
-            return Response(f"{exc}\n", status_code=400, media_type="text/plain")
+        except ExporterError as exc:
+            return Response(f"{exc}\n", status_code=exc.http_status, media_type="text/plain")
         filename = f"usage-{name}-{period.since}-{period.until}.csv"
         return _download(figure.table.csv(), "text/csv; charset=utf-8", filename)
 
@@ -192,17 +195,19 @@ def page_routes(
         params = given(report, request)
         result: ReportResult | None = None
         chart: Chart | None = None
-        error = ""
+        error, status = "", 200
         try:
             result = await run_in_threadpool(source.query, report, params)
             if report.chart is not None:
                 chart = report_chart(report, report.chart, report.bind(params), result)
-        except (ReportError, ValueError) as exc:
-            error = str(exc).removeprefix("--param ")
+        except ExporterError as exc:
+            error, status = str(exc).removeprefix("--param "), exc.http_status
+        except ValueError as exc:  # a chart that cannot be drawn from these rows
+            error, status = str(exc), 400
         table = Table(result.columns, [list(r) for r in result.plain().rows]) if result else None
         return _page(
             "report.html",
-            400 if error else 200,
+            status,
             report=report,
             name=name,
             params=params,
@@ -219,8 +224,8 @@ def page_routes(
             return Response("not found\n", status_code=404, media_type="text/plain")
         try:
             result = await run_in_threadpool(source.query, report, given(report, request))
-        except ReportError as exc:
-            return Response(f"{exc}\n", status_code=400, media_type="text/plain")
+        except ExporterError as exc:
+            return Response(f"{exc}\n", status_code=exc.http_status, media_type="text/plain")
         media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
         return _download(render(result, fmt), media, f"{name}.{fmt}")
 
