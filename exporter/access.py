@@ -3,19 +3,19 @@
 DuckDB lets one process write a database file and nobody else open it meanwhile. So a command
 first tries the file itself (fast, and works when no exporter runs); when a running exporter
 holds the lock it asks that exporter over HTTP (``/api/...``), which runs the same code against
-its own connection. :class:`Data` is what both offer, and what the running exporter serves over
-HTTP (``web.Api``); :func:`open_data` is the one place that chooses between them.
+its own connection. Both are a :class:`~exporter.data.Data`; :func:`open_data` is the one
+place that chooses between them.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -31,18 +31,6 @@ from exporter.targets import Target
 ENV_WEB_AUTH = "SYNTHBREW_WEB_AUTH"
 ENV_WEB_CA_FILE = "SYNTHBREW_WEB_CA_FILE"
 T = TypeVar("T")
-
-
-class Data(Protocol):
-    """The stored runs as a command sees them: named reports, ad-hoc SQL, the Parquet export."""
-
-    def reports(self) -> Sequence[ReportInfo]: ...
-
-    def run_report(self, name: str, params: Mapping[str, str]) -> ReportResult: ...
-
-    def run_sql(self, sql: str) -> ReportResult: ...
-
-    def export(self) -> ExportResult: ...
 
 
 class RemoteError(Unavailable):

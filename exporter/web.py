@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from exporter import __version__
-from exporter.access import Data
+from exporter.data import Data
 from exporter.errors import ExporterError
 from exporter.exposition import ExpositionCache
 from exporter.logs import mask
@@ -59,7 +59,7 @@ class Status(Protocol):
 
 class Api(Data, Protocol):
     """What the running exporter offers to a second process that cannot open the database:
-    the same :class:`~exporter.access.Data` a command reads a free file through, and a poll
+    the same :class:`~exporter.data.Data` a command reads a free file through, and a poll
     on demand (``regenerate`` storing its run)."""
 
     async def poll_now(self, project: str, source: str) -> dict[str, object]: ...

@@ -10,8 +10,9 @@ from typing import TextIO
 
 import click
 
-from exporter.access import Data, open_data
+from exporter.access import open_data
 from exporter.cli.common import config_option, fail, handled, main
+from exporter.data import Data
 from exporter.errors import ExporterError
 from exporter.reports import FORMATS, SQL_FORMATS, describe, render, write_parquet
 from exporter.sql_shell import shell
