@@ -170,6 +170,23 @@ def table(browser: Any, selector: str) -> tuple[list[str], list[list[Any]]]:
     return head, rows
 
 
+def apply_filters(browser: Any, expected_in_url: str) -> None:
+    """Submit the filter form and wait for the page it loads: reading the old page's charts
+    right after the click is a race the browser sometimes wins."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    WebDriverWait(browser, 30).until(
+        lambda b: (
+            expected_in_url in b.current_url
+            and b.find_element(By.TAG_NAME, "html") != old
+            and b.execute_script("return document.readyState") == "complete"
+        )
+    )
+
+
 def marks(browser: Any) -> dict[str, tuple[int, int]]:
     return {name: (n, labels) for name, n, labels in browser.execute_script(MARKS_JS)}
 
@@ -252,7 +269,7 @@ def test_period_picker_and_filters_change_the_page(
     run, _ = running
     load(browser, f"{run.url}/usage")
     Select(browser.find_element(By.ID, "project")).select_by_value("shop")
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    apply_filters(browser, "project=shop")
     assert "project=shop" in browser.current_url  # a link that can be shared
     head, _ = table(browser, "#figure-billable table")
     assert set(head[1:]) == {"shop/orders", "shop/customers", "total"}
@@ -265,7 +282,7 @@ def test_period_picker_and_filters_change_the_page(
         field = browser.find_element(By.NAME, name)
         assert field.is_enabled()  # the dates are only for a custom period
         browser.execute_script("arguments[0].value = arguments[1]", field, today)
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    apply_filters(browser, "period=custom")
     drawn = marks(browser)
     assert drawn["billable"][1] == 1  # one day on the axis
     _, rows = table(browser, "#figure-billable table")
@@ -273,7 +290,7 @@ def test_period_picker_and_filters_change_the_page(
     assert sum(row[-1] for row in rows) == sum(r["billable_rows"] for r in expected)
 
     Select(browser.find_element(By.ID, "period")).select_by_value("7d")
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    apply_filters(browser, "period=7d")
     assert marks(browser)["billable"][1] == 7
 
 
