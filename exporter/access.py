@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import httpx
 
 from exporter.config import Config, DatabaseConfig, ReportsConfig, load_config
-from exporter.errors import InvalidInput, NotConfigured, NotFound, Unavailable
+from exporter.errors import NotConfigured, NotFound, Unavailable, kind_of_status
 from exporter.export import ExportResult, export_parquet
 from exporter.models import GenerationEvent
 from exporter.reports import ReportInfo, ReportResult, find_report, load_reports, run_report
@@ -157,7 +157,7 @@ class RunningExporter:
             error = response.json().get("error")
         except (ValueError, AttributeError):
             error = None
-        kind = {400: InvalidInput, 404: NotFound, 409: NotConfigured}.get(response.status_code)
+        kind = kind_of_status(response.status_code)
         if kind is not None and isinstance(error, str):
             raise kind(error)  # the exporter's own answer (exporter.errors), not a stray server's
         raise RemoteError(f"{url}: HTTP {response.status_code}: {error or response.text[:200]}")

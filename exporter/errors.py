@@ -46,3 +46,9 @@ class NotConfigured(ExporterError):
 class Unavailable(ExporterError):
     http_status = 503
     exit_code = 1
+
+
+def kind_of_status(status: int) -> type[ExporterError] | None:
+    """The error kind an exporter's HTTP answer stands for, read back from the statuses above
+    (a client of ``/api`` raises what the server raised); None for any other status."""
+    return {k.http_status: k for k in (InvalidInput, NotFound, NotConfigured)}.get(status)
