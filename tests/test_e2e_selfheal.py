@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from exporter.simulator import SimClock, SimulatorApp, World
+from exporter.store.db import MEMORY_LIMIT
 from tests.factories import EPOCH, EXE, make_scenario
 from tests.runners import Running, Sim, free_port, scrape, started, status_of, wait_for
 
@@ -201,7 +202,7 @@ def test_out_of_memory_in_writes_and_refreshes_heals_when_the_limit_is_raised(
         # DuckDB lowers its limit only as far as it can evict at that moment and refuses
         # below what it must keep (the live index, the work tables): step down, as an operator
         # would, until it refuses.
-        lowest = "48MB"
+        lowest = MEMORY_LIMIT
         for limit in ("24MB", "16MB", "12MB", "10MB", "9MB", "8MB", "7MB", "6MB", "5MB"):
             run.reload(memory_limit=limit)
             applied = f"database.memory_limit: {lowest} -> {limit}"
@@ -210,7 +211,7 @@ def test_out_of_memory_in_writes_and_refreshes_heals_when_the_limit_is_raised(
             except AssertionError:
                 break
             lowest = limit
-        assert lowest != "48MB", run.log.read_text()
+        assert lowest != MEMORY_LIMIT, run.log.read_text()
         advance(sim, 5)
         seen |= window_ids(sim.world)
         wait_for(lambda: failing(run, "Out of Memory"), within=60)
@@ -218,9 +219,10 @@ def test_out_of_memory_in_writes_and_refreshes_heals_when_the_limit_is_raised(
         wait_for(lambda: 0 in scrape(run.url)[success].values(), within=60)
         failed_polls(run, at_least=20)
         during = scrape(run.url)
-        run.reload(memory_limit="48MB")
+        run.reload(memory_limit=MEMORY_LIMIT)
         raised = time.monotonic()
-        wait_for(lambda: bool(run.log_lines(f"database.memory_limit: {lowest} -> 48MB")), 10)
+        restored = f"database.memory_limit: {lowest} -> {MEMORY_LIMIT}"
+        wait_for(lambda: bool(run.log_lines(restored)), 10)
         wait_for(lambda: writable(run) and status_of(f"{run.url}/readyz") == 200, within=60)
         wait_for(lambda: min(scrape(run.url)[success].values()) == 1, within=30)
         print(f"\nout of memory: recovered {time.monotonic() - raised:.1f}s after SIGHUP")

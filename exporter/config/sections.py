@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 from exporter.budget import Budgets
 from exporter.errors import ExporterError
 from exporter.sharding import Shard
+from exporter.store.db import MEMORY_LIMIT
 
 DEFAULT_PORT = 9794
 
@@ -176,7 +177,7 @@ class ReportsConfig(Section):
 class DatabaseConfig(Section):
     path: Path = Path("synthbrew.duckdb")
     memory_limit: str = Field(
-        "48MB",
+        MEMORY_LIMIT,
         pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$",
         description="DuckDB's buffer pool cap; DuckDB's own default is 80% of RAM",
     )

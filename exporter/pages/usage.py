@@ -196,8 +196,8 @@ class Usage:
             "p95_seconds",
             "p95 duration (seconds)",
             ["runs", "p50_seconds", "p95_seconds"],
-            note="Percentiles of durationMs over the runs finished in the period, from a sample"
-            " of 1,024 runs per source (exact below that).",
+            note="Percentiles of durationMs over the runs finished in the period, to within"
+            " about 2 %.",
         )
 
     def _by_source(

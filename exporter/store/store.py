@@ -32,6 +32,7 @@ import pyarrow as pa
 from exporter.models import GenerationEvent, SourceKey
 from exporter.store import history, reads, totals
 from exporter.store.db import (
+    MEMORY_LIMIT,
     StoreError,
     connect,
     first_line,
@@ -86,7 +87,7 @@ class Store:
         path: Path | str,
         *,
         read_only: bool = False,
-        memory_limit: str = "48MB",
+        memory_limit: str = MEMORY_LIMIT,
         threads: int = 2,
         rollups: totals.Rollups | None = None,
         live_per_source: int = LIVE_PER_SOURCE,
