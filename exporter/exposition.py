@@ -299,13 +299,19 @@ class ExpositionCache:
 
     async def run(self) -> None:
         """Re-render when the store changed or the rendering got old; forever. A failed refresh
-        is logged and counted; the next turn tries again."""
+        is logged and counted; the next turn tries again. Cancelled, it returns only once a
+        refresh under way has finished: the store closes after this task, and a refresh still
+        reading it then failed with "Connection already closed"."""
         while True:
             await asyncio.sleep(self.refresh_seconds)
             current = self._snapshot
             stale = current is None or time.monotonic() - current.rendered_at > self.max_age_seconds
             if stale or self.version() != self._rendered_version:
+                refreshing = asyncio.ensure_future(asyncio.to_thread(self.refresh))
                 try:
-                    await asyncio.to_thread(self.refresh)
+                    await asyncio.shield(refreshing)
+                except asyncio.CancelledError:
+                    await asyncio.wait([refreshing])
+                    raise
                 except Exception as exc:
                     self.faults.failed("exposition", exc, "rendering /metrics failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 
@@ -140,6 +141,39 @@ async def test_a_failed_refresh_is_counted_the_last_rendering_served_and_recover
         assert cache.stale() is None
     finally:
         task.cancel()
+
+
+class Slow(Collector):
+    """A collector that takes as long as the test says: a refresh under way."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.finished = False
+
+    def collect(self) -> Iterator[Metric]:
+        self.entered.set()
+        self.release.wait(5)
+        self.finished = True
+        family = GaugeMetricFamily("demo_slow", "A value.")
+        family.add_metric([], 1.0)
+        yield family
+
+
+async def test_stopping_waits_for_the_refresh_under_way() -> None:
+    """The store closes once the refresh task has ended: a refresh must not outlive it."""
+    registry = CollectorRegistry()
+    slow = Slow()
+    registry.register(slow)
+    cache = exposition.ExpositionCache(registry, lambda: 0, refresh_seconds=0.01)
+    task = asyncio.create_task(cache.run())
+    await asyncio.to_thread(slow.entered.wait, 5)
+    task.cancel()
+    await asyncio.sleep(0.1)
+    assert not task.done(), "cancelled while the collector still runs"
+    slow.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert slow.finished
 
 
 def test_the_rendering_says_when_it_was_made() -> None:
