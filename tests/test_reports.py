@@ -274,11 +274,11 @@ def test_runs_by_status_daily_and_source_health(
     for source, (runs, failed) in counts.items():
         assert (health[source]["runs"], health[source]["failed"]) == (runs, failed)
         assert health[source]["failure_ratio"] == pytest.approx(round(failed / runs, 4))
-        # The nearest-rank percentile (quantile_disc's: 0-based rank floor((n - 1) * p)) read
-        # from its log bucket: at most e^0.02 (2.02 %) off, then rounded to the millisecond.
+        # The nearest-rank percentile (quantile_disc's: the ceil(n * p)-th value) read from its
+        # log bucket: at most e^0.02 (2.02 %) off, then rounded to the millisecond.
         ordered = sorted(durations[source])
-        for column, p in (("p50_seconds", 0.5), ("p95_seconds", 0.95)):
-            exact = ordered[math.floor((len(ordered) - 1) * p)]
+        for column, percent in (("p50_seconds", 50), ("p95_seconds", 95)):
+            exact = ordered[max(1, -(-len(ordered) * percent // 100)) - 1]
             assert health[source][column] * 1000 == pytest.approx(exact, rel=0.0203, abs=0.5)
 
 
