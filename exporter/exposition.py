@@ -299,9 +299,9 @@ class ExpositionCache:
 
     async def run(self) -> None:
         """Re-render when the store changed or the rendering got old; forever. A failed refresh
-        is logged and counted; the next turn tries again. Cancelled, it returns only once a
-        refresh under way has finished: the store closes after this task, and a refresh still
-        reading it then failed with "Connection already closed"."""
+        is logged and counted; the next turn tries again. Cancelled, it ends only once a
+        refresh under way has finished (counting its failure): the store closes after this
+        task, and a refresh still reading it then failed with "Connection already closed"."""
         while True:
             await asyncio.sleep(self.refresh_seconds)
             current = self._snapshot
@@ -312,6 +312,8 @@ class ExpositionCache:
                     await asyncio.shield(refreshing)
                 except asyncio.CancelledError:
                     await asyncio.wait([refreshing])
+                    if not refreshing.cancelled() and (exc := refreshing.exception()):
+                        self.faults.failed("exposition", exc, "rendering /metrics failed")
                     raise
                 except Exception as exc:
                     self.faults.failed("exposition", exc, "rendering /metrics failed")

@@ -146,25 +146,30 @@ async def test_a_failed_refresh_is_counted_the_last_rendering_served_and_recover
 class Slow(Collector):
     """A collector that takes as long as the test says: a refresh under way."""
 
-    def __init__(self) -> None:
+    def __init__(self, fail: bool = False) -> None:
         self.entered, self.release = threading.Event(), threading.Event()
-        self.finished = False
+        self.finished, self.fail = False, fail
 
     def collect(self) -> Iterator[Metric]:
         self.entered.set()
         self.release.wait(5)
         self.finished = True
+        if self.fail:
+            raise RuntimeError("store closed")
         family = GaugeMetricFamily("demo_slow", "A value.")
         family.add_metric([], 1.0)
         yield family
 
 
-async def test_stopping_waits_for_the_refresh_under_way() -> None:
-    """The store closes once the refresh task has ended: a refresh must not outlive it."""
+@pytest.mark.parametrize("fail", [False, True])
+async def test_stopping_waits_for_the_refresh_under_way(fail: bool) -> None:
+    """The store closes once the refresh task has ended: a refresh must not outlive it, and
+    its failure is counted like any other."""
     registry = CollectorRegistry()
-    slow = Slow()
+    slow = Slow(fail)
     registry.register(slow)
-    cache = exposition.ExpositionCache(registry, lambda: 0, refresh_seconds=0.01)
+    faults = Faults()
+    cache = exposition.ExpositionCache(registry, lambda: 0, refresh_seconds=0.01, faults=faults)
     task = asyncio.create_task(cache.run())
     await asyncio.to_thread(slow.entered.wait, 5)
     task.cancel()
@@ -174,6 +179,7 @@ async def test_stopping_waits_for_the_refresh_under_way() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert slow.finished
+    assert faults.counts.get("exposition", 0) == (1 if fail else 0)
 
 
 def test_the_rendering_says_when_it_was_made() -> None:
