@@ -8,10 +8,11 @@
 -- param: top int = 8 | how many sources are named; the rest are "other"
 -- chart: bar x=day y=billable_rows series=source
 -- Ranked and summed here, so a page of 1,000 sources over 90 days fetches at most 90 x 9 rows.
--- Two passes over the daily rollup, each with a small hash table: the sources' totals (one row
--- per source) to rank them, then the days by named source or "other" (days x 9). One shared
--- day-by-source step held every source's every day (366,000 rows for a year of 1,000 sources)
--- and took all of the default database.memory_limit, failing the polls writing beside it.
+-- Two passes over the daily rollup (over the runs when the calendar is not the rollup's), each
+-- with a small hash table: the sources' totals (one row per source) to rank them, then the days
+-- by named source or "other" (days x 9). One shared day-by-source step held every source's
+-- every day (366,000 rows for a year of 1,000 sources) and took all of the default
+-- database.memory_limit, failing the polls writing beside it.
 WITH ranked AS (
     SELECT
         project,
