@@ -5,6 +5,7 @@
 - ``ingest``: writing a batch of pages
 - ``totals``: keeping the running totals /metrics reads
 - ``history``: moving runs that can no longer change out of the indexed live table
+- ``bookkeeping``: failed polls, the sources' names, what ``export`` wrote
 - ``reads``: poll state, windows, the running totals, counts and in-flight gauges
 - ``store``: the ``Store`` that owns the file; ``queue``: batching pages into transactions
 """

@@ -7,8 +7,8 @@ that holds the file alone (``regenerate`` storing its run, ``export``) calls the
 directly. Readers take their own cursor (a connection of the same database) and run beside
 the writes.
 What the store does is in the package's other modules (schema, ingest, totals, history,
-reads); this one is their owner's lifecycle (open, migrate, heal, reopen, checkpoint, close),
-which is why it is the longest of them.
+bookkeeping, reads); this one is their owner's lifecycle (open, migrate, heal, reopen,
+checkpoint, close) and the locked entry points that call them.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from typing import ParamSpec, TypeVar
 from uuid import UUID
 
 import duckdb
-import pyarrow as pa
 
 from exporter.models import GenerationEvent, SourceKey
-from exporter.store import history, reads, totals
+from exporter.store import bookkeeping, history, reads, totals
 from exporter.store.db import (
     MEMORY_LIMIT,
     StoreError,
@@ -377,63 +376,22 @@ class Store:
     ) -> None:
         """A poll that stored nothing; successes are recorded with their page in ``ingest``."""
         with self._lock, transaction(self._conn):
-            self._conn.execute(
-                """
-                INSERT INTO poll_state AS s (project_id, source_id, last_poll_at, last_outcome,
-                    last_error_reason, last_error_message)
-                VALUES ($project, $source, $now, 'error', $reason, $message)
-                ON CONFLICT (project_id, source_id) DO UPDATE SET
-                    last_poll_at = excluded.last_poll_at,
-                    last_outcome = excluded.last_outcome,
-                    last_error_reason = excluded.last_error_reason,
-                    last_error_message = excluded.last_error_message
-                """,
-                {
-                    "project": project_id,
-                    "source": source_id,
-                    "now": now,
-                    "reason": reason,
-                    "message": message,
-                },
+            bookkeeping.record_failure(
+                self._conn, project_id, source_id, now=now, reason=reason, message=message
             )
 
     @writes
     def sync_sources(self, names: Sequence[tuple[UUID, UUID, str, str]]) -> None:
-        """Keep the configured names beside the ids, so SQL reports can speak in names.
-
-        Sources no longer configured keep their last names and are marked ``configured = false``:
-        their history stays queryable.
-        """
-        table = pa.table(
-            {
-                "project_id": [str(n[0]) for n in names],
-                "source_id": [str(n[1]) for n in names],
-                "project_name": [n[2] for n in names],
-                "source_name": [n[3] for n in names],
-            }
-        )
-        with self._lock, registered(self._conn, configured=table), transaction(self._conn):
-            self._conn.execute("UPDATE sources SET configured = false")
-            self._conn.execute(
-                """INSERT INTO sources
-                   SELECT project_id::UUID, source_id::UUID, project_name, source_name, true
-                   FROM configured
-                   ON CONFLICT (project_id, source_id) DO UPDATE SET
-                       project_name = excluded.project_name,
-                       source_name = excluded.source_name, configured = true"""
-            )
+        """Keep the configured names beside the ids, so SQL reports can speak in names."""
+        with self._lock, transaction(self._conn):
+            bookkeeping.sync_sources(self._conn, names)
 
     @writes
     def record_export(
         self, project_id: UUID, source_id: UUID, month: str, fingerprint: str, now: datetime
     ) -> None:
         with self._lock:
-            self._conn.execute(
-                """INSERT INTO export_state VALUES ($p, $s, $m, $f, $now)
-                   ON CONFLICT (project_id, source_id, month) DO UPDATE SET
-                       fingerprint = excluded.fingerprint, exported_at = excluded.exported_at""",
-                {"p": project_id, "s": source_id, "m": month, "f": fingerprint, "now": now},
-            )
+            bookkeeping.record_export(self._conn, project_id, source_id, month, fingerprint, now)
 
     def poll_states(self) -> dict[SourceKey, reads.PollState]:
         return reads.poll_states(self.cursor())
