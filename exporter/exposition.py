@@ -307,13 +307,17 @@ class ExpositionCache:
             current = self._snapshot
             stale = current is None or time.monotonic() - current.rendered_at > self.max_age_seconds
             if stale or self.version() != self._rendered_version:
+                # asyncio.wait, cancelled, leaves the refresh running: wait for it once more.
                 refreshing = asyncio.ensure_future(asyncio.to_thread(self.refresh))
                 try:
-                    await asyncio.shield(refreshing)
+                    await asyncio.wait([refreshing])
                 except asyncio.CancelledError:
                     await asyncio.wait([refreshing])
-                    if not refreshing.cancelled() and (exc := refreshing.exception()):
-                        self.faults.failed("exposition", exc, "rendering /metrics failed")
                     raise
-                except Exception as exc:
-                    self.faults.failed("exposition", exc, "rendering /metrics failed")
+                finally:
+                    if (
+                        refreshing.done()
+                        and not refreshing.cancelled()
+                        and (exc := refreshing.exception())
+                    ):
+                        self.faults.failed("exposition", exc, "rendering /metrics failed")
