@@ -128,13 +128,13 @@ MERGE INTO history_stats t USING (
 ) d ON t.project_id = d.project_id AND t.source_id = d.source_id AND t.status = d.status
 WHEN MATCHED THEN UPDATE SET runs = t.runs - d.runs, stale_runs = t.stale_runs - d.stale_runs
 """
-# The keys a revived run left that still have runs in history: their newest finished run there
-# must be found again.
+# The keys whose newest finished run in history left it with a revived run: the next newest
+# must be found, if the key still has runs there. For any other key it stays what it was.
 _LEFT_KEYS = """
 SELECT DISTINCT s.old_project_id, s.old_source_id, s.old_status
 FROM staged s JOIN history_stats t ON t.project_id = s.old_project_id
     AND t.source_id = s.old_source_id AND t.status = s.old_status
-WHERE s.was_stored AND NOT s.is_live AND t.runs > 0
+WHERE s.was_stored AND NOT s.is_live AND t.runs > 0 AND s.old_finished_at >= t.last_finished_at
 """
 # The days (billing calendar) with finished runs of a key, newest first: every finished run in
 # history is counted in daily_usage on the day it finished, within a day of that day in UTC.
@@ -155,10 +155,10 @@ WHERE project_id = $p AND source_id = $s AND status = $status AND {finished()}
 
 
 def _find_last_finished_again(conn: duckdb.DuckDBPyConnection) -> None:
-    """Set ``last_finished_at`` of each key a revived run left to its newest finished run in
-    history, reading a few days of history per day tried, the newest days first, rather than
-    every run of the key (1.2 s at 100 million stored runs). The days tried before the one found
-    are those whose runs are all live: about the last day."""
+    """Set ``last_finished_at`` of each key whose newest finished run a revived run took out of
+    history to the next newest, reading a few days of history per day tried, the newest days
+    first, rather than every run of the key (1.2 s at 100 million stored runs). The days tried
+    before the one found are those whose runs are all live: about the last day."""
     for p, s, status in conn.execute(_LEFT_KEYS).fetchall():
         key = {"p": p, "s": s, "status": status}
         newest = None
