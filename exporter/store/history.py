@@ -136,15 +136,15 @@ FROM staged s JOIN history_stats t ON t.project_id = s.old_project_id
     AND t.source_id = s.old_source_id AND t.status = s.old_status
 WHERE s.was_stored AND NOT s.is_live AND t.runs > 0 AND s.old_finished_at >= t.last_finished_at
 """
-# The days (billing calendar) with finished runs of a key, newest first: every finished run in
-# history is counted in daily_usage on the day it finished, within a day of that day in UTC.
+# The days (billing calendar) with finished runs of a key, newest first: every run in history
+# with a finished_at is counted in daily_usage on the day it finished, within a day of it in UTC.
 _DAYS = """
 SELECT day FROM daily_usage
 WHERE project_id = $p AND source_id = $s AND status = $status AND runs > 0
 GROUP BY day ORDER BY day DESC
 """
-# The newest finish among the runs that may lie on that day: history is in time order, so
-# finished_at's zone maps skip all but a few days of it. Days are tried newest first, so the
+# The newest finish among the runs that may lie on that day: history is (nearly) in time order,
+# so finished_at's zone maps skip all but a few days of it. Days are tried newest first, so the
 # first found is the newest: a run of a newer day would have been found first, one of an older
 # day that is not in this band finished before it.
 _NEWEST_ON = f"""
@@ -158,7 +158,8 @@ def _find_last_finished_again(conn: duckdb.DuckDBPyConnection) -> None:
     """Set ``last_finished_at`` of each key whose newest finished run a revived run took out of
     history to the next newest, reading a few days of history per day tried, the newest days
     first, rather than every run of the key (1.2 s at 100 million stored runs). The days tried
-    before the one found are those whose runs are all live: about the last day."""
+    before the one found are those whose runs are all live: about the last day, more after a
+    burst of revived runs until they retire again."""
     for p, s, status in conn.execute(_LEFT_KEYS).fetchall():
         key = {"p": p, "s": s, "status": status}
         newest = None
@@ -176,8 +177,8 @@ def _find_last_finished_again(conn: duckdb.DuckDBPyConnection) -> None:
 def revive(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
     """Take the runs of ``staged`` that were found in history out of it and correct
     ``history_stats``. A changed run is then written to live with the page's copy; an unchanged
-    one (a stale run back in the window) goes back with its stored copy, seen now. Call it after
-    ``totals.apply_changes``: the keys' newest finished runs are found through ``daily_usage``."""
+    one (a stale run back in the window) goes back with its stored copy, seen now. A key's
+    next newest finish is found through ``daily_usage``, which counts every stored run."""
     conn.execute(
         """INSERT INTO events_live
            SELECT h.* REPLACE ($now AS last_seen_at, NULL AS stale_since)
