@@ -10,10 +10,14 @@ from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from exporter.models import GenerationEvent
 from exporter.reports import (
     CONTEXT,
     ReportError,
@@ -26,7 +30,8 @@ from exporter.reports import (
 )
 from exporter.store import Store
 from exporter.targets import targets
-from tests.factories import EPOCH, make_scenario, target
+from tests.factories import EPOCH, PROJECT, T0, make_scenario, target
+from tests.factories import run as factory_run
 from tests.runners import Sim, running
 
 REPORTS = load_reports()
@@ -221,6 +226,85 @@ def test_queue_wait(filled: tuple[Sim, Path], run: Callable[..., Any]) -> None:
         assert got[source]["runs"] == len(waits)
         assert got[source]["p50_seconds"] == pytest.approx(quantile(waits, 0.5), abs=0.001)
         assert got[source]["max_seconds"] == pytest.approx(max(waits), abs=0.001)
+
+
+@pytest.fixture(scope="module")
+def spread_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """One store for every example below: each example writes its runs under a new source."""
+    store = Store(tmp_path_factory.mktemp("spread") / "x.duckdb")
+    yield store
+    store.close()
+
+
+# Durations and waits as the percentile reports meet them: ties, zeros (and negative waits)
+# below every bucket, values on both sides of a bucket's edge, spreads of many doublings. In
+# steps of 10 ms, so a value picked from a neighbouring rank shows at the reports' 3 decimals.
+_MS = st.one_of(
+    st.integers(0, 3).map(lambda x: x * 10),
+    st.sampled_from([1000, 1010, 1040, 1050, 60_000, 60_010]),
+    st.integers(0, 10**6).map(lambda x: x * 10),
+)
+
+
+def _source_runs(values: list[tuple[int, int]]) -> tuple[UUID, list[GenerationEvent]]:
+    """A new source's finished runs: (duration ms, queue wait ms) each."""
+    source = uuid4()
+    runs = []
+    for i, (duration, wait) in enumerate(values):
+        queued = T0 + timedelta(minutes=i)
+        runs.append(
+            factory_run(
+                minutes=i,
+                sourceId=str(source),
+                durationMs=duration,
+                startedAt=(queued + timedelta(milliseconds=wait)).isoformat(),
+            )
+        )
+    return source, runs
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(_MS, st.one_of(_MS, st.integers(-300, 0).map(lambda x: x * 10))),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_the_percentile_reports_are_exact(
+    spread_store: Store, values: list[tuple[int, int]]
+) -> None:
+    source, runs = _source_runs(values)
+    spread_store.ingest_page(PROJECT, source, runs, now=T0)
+    cur = spread_store.cursor()
+    since = {"since": "2026-01-01"}
+    durations = [d / 1000 for d, _ in values]
+    waits = [w / 1000 for _, w in values]
+    report = REPORTS["duration_percentiles"]
+    (row,) = [
+        r
+        for r in run_report(cur, report, report.bind(since)).records()
+        if r["source"] == str(source)
+    ]
+    assert row["runs"] == len(values)
+    for p, col in (
+        (0.5, "p50_seconds"),
+        (0.95, "p95_seconds"),
+        (0.99, "p99_seconds"),
+        (1.0, "max_seconds"),
+    ):
+        assert row[col] == pytest.approx(quantile(durations, p), abs=0.001), col
+    report = REPORTS["queue_wait"]
+    (row,) = [
+        r
+        for r in run_report(cur, report, report.bind(since)).records()
+        if r["source"] == str(source)
+    ]
+    assert row["runs"] == len(values)
+    for p, col in ((0.5, "p50_seconds"), (0.95, "p95_seconds"), (1.0, "max_seconds")):
+        assert row[col] == pytest.approx(quantile(waits, p), abs=0.001), col
 
 
 def test_stuck_runs(filled: tuple[Sim, Path], run: Callable[..., Any]) -> None:
