@@ -4,14 +4,15 @@
     .venv/bin/python -m bench.history --runs 1e6,1e7,1e8      # about 1 h, ~15 GB of disk
     .venv/bin/python -m bench.history --runs 1e6 --minutes 3  # a quicker look
 
-For each size, a database in the current schema is built once (``bench/.cache``, reused by
-later runs) with 1,000 sources' worth of runs over a year (``bench.history_data``), copied, and
-opened by ``synthbrew-exporter run`` with default settings — every source polled every 60 s —
-against the simulator in its own process, for ``--minutes`` after ``/readyz``. The same is done
-first on an empty database, in the same invocation: that is the baseline each size is judged
-against. Prints one row per size; writes ``bench/history.json``. The upsert rate is the store
-alone writing new runs; the backfill rate the same for never-seen runs older than history's
-newest (a first poll after a long outage), which must be looked for in history first.
+For each size, a database in the current schema is built once a day (``bench/.cache``, reused
+the same day) with 1,000 sources' worth of runs over the year up to yesterday
+(``bench.history_data``), copied, and opened by ``synthbrew-exporter run`` with default settings
+— every source polled every 60 s — against the simulator in its own process, for ``--minutes``
+after ``/readyz``. The same is done first on an empty database, in the same invocation: that is
+the baseline each size is judged against. Prints one row per size; writes
+``bench/history.json``. The upsert rate is the store alone writing new runs; the backfill rate
+the same for never-seen runs older than history's newest (a first poll after a long outage),
+which must be looked for in history first.
 
 Targets at 100,000,000 runs: no failed polls; peak RSS <= 300 MB and within 15 % of the empty
 database's; store seconds per /metrics refresh <= 2x the empty database's; upsert rate >= 80 %
@@ -116,15 +117,22 @@ PAGES = {
 
 
 def pristine(runs: int, world: World) -> Path:
-    """The database of ``runs`` runs, built once and kept in the cache."""
+    """The database of ``runs`` runs up to a day ago, built once a day and kept in the cache.
+
+    Once a day because the reports' default periods (the last 7 or 30 days) must find a whole
+    history behind them, as a user's would: a database built last week would leave them half
+    empty and their figures flattering. The older copy of the same size is deleted first (8 GB
+    at 100 million runs)."""
     CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"history-{runs}.duckdb"
+    today = datetime.now(UTC).date()
+    path = CACHE / f"history-{runs}-{today}.duckdb"
     if not path.exists():
+        for older in CACHE.glob(f"history-{runs}[-.]*"):
+            older.unlink()
         started = time.perf_counter()
         print(f"building {runs:,} runs ...", flush=True)
         sources = [(p.id, s.id, p.name, s.name) for p in world.scenario.projects for s in p.sources]
         partial = path.with_suffix(".partial")
-        partial.unlink(missing_ok=True)
         build(partial, runs, sources, end=datetime.now(UTC) - timedelta(days=1))  # type: ignore[arg-type]
         partial.rename(path)
         print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
