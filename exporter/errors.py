@@ -48,6 +48,11 @@ class Unavailable(ExporterError):
     exit_code = 1
 
 
+class StoreError(Unavailable):
+    """The database cannot be opened or written, worded for the operator (``exporter.store``
+    raises it; here so that what reports failures can know it without importing the store)."""
+
+
 def kind_of_status(status: int) -> type[ExporterError] | None:
     """The error kind an exporter's HTTP answer stands for, read back from the statuses above
     (a client of ``/api`` raises what the server raised); None for any other status."""

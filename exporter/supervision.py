@@ -18,7 +18,7 @@ import duckdb
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.store.db import StoreError
+from exporter.errors import StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 
 import duckdb
 import pytest
@@ -11,6 +13,18 @@ from prometheus_client import CollectorRegistry
 
 from exporter.store import StoreError
 from exporter.supervision import Faults, TaskDied, cause, guarded, until_stopped
+
+
+@pytest.mark.parametrize(
+    "module", ["exporter.supervision", "exporter.exposition", "exporter.store"]
+)
+def test_the_module_imports_first_in_a_new_interpreter(module: str) -> None:
+    """The store reports its failures through supervision, so supervision must not import the
+    store: imported first, either end of that loop failed half-initialised."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_cause_is_the_store_message_or_the_type_and_first_line() -> None:

@@ -10,7 +10,8 @@
 - ``store``: the ``Store`` that owns the file; ``queue``: batching pages into transactions
 """
 
-from exporter.store.db import DatabaseLocked, StoreError
+from exporter.errors import StoreError
+from exporter.store.db import DatabaseLocked
 from exporter.store.ingest import PAGE_SCHEMA, PageIn, page_table
 from exporter.store.queue import IngestQueue
 from exporter.store.reads import PollState

@@ -14,14 +14,10 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import duckdb
 
-from exporter.errors import Unavailable
+from exporter.errors import StoreError
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-class StoreError(Unavailable):
-    """The database cannot be opened or written, worded for the operator."""
 
 
 class DatabaseLocked(StoreError):

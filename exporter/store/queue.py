@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from exporter.store.db import StoreError
+from exporter.errors import StoreError
 from exporter.store.ingest import PageIn
 from exporter.store.store import Store
 from exporter.supervision import Faults, cause

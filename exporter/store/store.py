@@ -30,11 +30,11 @@ from uuid import UUID
 
 import duckdb
 
+from exporter.errors import StoreError
 from exporter.models import GenerationEvent, SourceKey
 from exporter.store import bookkeeping, history, reads, totals
 from exporter.store.db import (
     MEMORY_LIMIT,
-    StoreError,
     connect,
     first_line,
     registered,
