@@ -236,11 +236,10 @@ def spread_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     store.close()
 
 
-# Durations and waits as the percentile reports meet them: ties, zeros (and negative waits)
-# below every bucket, neighbours in one bucket (60,000 and 60,010 ms) and on both sides of an
-# edge (1,010 and 1,040 ms; the edge is at 1,032.8), spreads of many doublings. In steps of
-# 10 ms and compared to within the reports' rounding, so a value taken from a neighbouring rank
-# fails the test unless it weighs under 5 % in the interpolation.
+# Durations and waits as the percentile reports meet them: ties, zeros and negative waits,
+# neighbours a step apart, spreads of many doublings. In steps of 10 ms and compared to within
+# the reports' rounding, so a value taken from a neighbouring rank fails the test unless it
+# weighs under 5 % in the interpolation.
 _MS = st.one_of(
     st.integers(0, 3).map(lambda x: x * 10),
     st.sampled_from([1000, 1010, 1040, 1050, 60_000, 60_010]),
