@@ -266,6 +266,14 @@ def _source_runs(values: list[tuple[int, int]]) -> tuple[UUID, list[GenerationEv
     return source, runs
 
 
+def _row_of(cur: duckdb.DuckDBPyConnection, name: str, source: UUID) -> dict[str, Any]:
+    """The one row of report ``name`` (over all of 2026) for a source stored without names."""
+    report = REPORTS[name]
+    records = run_report(cur, report, report.bind({"since": "2026-01-01"})).records()
+    (row,) = [r for r in records if r["source"] == str(source)]
+    return row
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -282,15 +290,9 @@ def test_the_percentile_reports_are_exact(
     source, runs = _source_runs(values)
     spread_store.ingest_page(PROJECT, source, runs, now=T0)
     cur = spread_store.cursor()
-    since = {"since": "2026-01-01"}
     durations = [d / 1000 for d, _ in values]
     waits = [w / 1000 for _, w in values]
-    report = REPORTS["duration_percentiles"]
-    (row,) = [
-        r
-        for r in run_report(cur, report, report.bind(since)).records()
-        if r["source"] == str(source)
-    ]
+    row = _row_of(cur, "duration_percentiles", source)
     assert row["runs"] == len(values)
     for p, col in (
         (0.5, "p50_seconds"),
@@ -299,12 +301,7 @@ def test_the_percentile_reports_are_exact(
         (1.0, "max_seconds"),
     ):
         assert row[col] == pytest.approx(quantile(durations, p), abs=_ROUNDED), col
-    report = REPORTS["queue_wait"]
-    (row,) = [
-        r
-        for r in run_report(cur, report, report.bind(since)).records()
-        if r["source"] == str(source)
-    ]
+    row = _row_of(cur, "queue_wait", source)
     assert row["runs"] == len(values)
     for p, col in ((0.5, "p50_seconds"), (0.95, "p95_seconds"), (1.0, "max_seconds")):
         assert row[col] == pytest.approx(quantile(waits, p), abs=_ROUNDED), col
