@@ -17,7 +17,13 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from exporter.store.schema import LIVE_MAX_AGE, LIVE_PER_SOURCE, finished, in_flight
+from exporter.store.schema import (
+    HISTORY_BY_TIME,
+    LIVE_MAX_AGE,
+    LIVE_PER_SOURCE,
+    finished,
+    in_flight,
+)
 
 _STAYS_LIVE = f"""
 SELECT e.id FROM {{table}} e
@@ -148,7 +154,7 @@ GROUP BY day ORDER BY day DESC
 # first found is the newest: a run of a newer day would have been found first, one of an older
 # day that is not in this band finished before it.
 _NEWEST_ON = f"""
-SELECT max(finished_at) FROM events_history
+SELECT max(finished_at) FROM {HISTORY_BY_TIME}
 WHERE project_id = $p AND source_id = $s AND status = $status AND {finished()}
   AND finished_at >= $day - INTERVAL 1 DAY AND finished_at < $day + INTERVAL 2 DAY
 """
@@ -180,15 +186,17 @@ def revive(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
     one (a stale run back in the window) goes back with its stored copy, seen now. A key's
     next newest finish is found through ``daily_usage``, which counts every stored run."""
     conn.execute(
-        """INSERT INTO events_live
-           SELECT h.* REPLACE ($now AS last_seen_at, NULL AS stale_since)
-           FROM events_history h JOIN staged s ON h.id = s.id AND h.queued_at = s.old_queued_at
-           WHERE s.was_stored AND NOT s.is_live AND NOT s.changed""",
+        f"""INSERT INTO events_live BY NAME
+            SELECT h.* REPLACE ($now AS last_seen_at, NULL AS stale_since)
+            FROM {HISTORY_BY_TIME} h JOIN staged s ON h.id = s.id AND h.queued_at = s.old_queued_at
+            WHERE s.was_stored AND NOT s.is_live AND NOT s.changed""",
         {"now": now},
     )
+    # A DELETE scans the table itself: queued_at goes first in the condition, which is the
+    # order DuckDB checks it in (see HISTORY_BY_TIME).
     conn.execute(
         """DELETE FROM events_history h USING staged s
-           WHERE h.id = s.id AND h.queued_at = s.old_queued_at AND s.was_stored AND NOT s.is_live"""
+           WHERE h.queued_at = s.old_queued_at AND h.id = s.id AND s.was_stored AND NOT s.is_live"""
     )
     conn.execute(_REMOVE_FROM_HISTORY_STATS)
     _find_last_finished_again(conn)

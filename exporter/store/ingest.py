@@ -25,7 +25,7 @@ from pydantic_core import to_json
 from exporter.models import PROGRESS_FIELDS, GenerationEvent, SourceKey
 from exporter.store import history, totals
 from exporter.store.db import registered, scalar, transaction
-from exporter.store.schema import finished, in_flight
+from exporter.store.schema import HISTORY_BY_TIME, finished, in_flight
 
 # The columns a page carries, in table order, with their Arrow types. UUIDs and JSON travel as
 # strings and are cast in SQL: Arrow has no portable UUID type.
@@ -128,7 +128,7 @@ FROM page_in p LEFT JOIN events_live s ON s.id = p.id
 WHERE s.id IS NULL OR {_changed("p.", "s.")} OR {in_flight("s.")}
 """
 # By id and queued_at, which a run keeps for life: DuckDB reads only the row groups whose
-# queued_at range holds one of the runs looked for.
+# queued_at range holds one of the runs looked for, and checks queued_at first.
 _FROM_HISTORY = f"""
 UPDATE staged SET
     {", ".join(f"old_{c} = h.{c}" for c in _OLD)},
@@ -137,7 +137,7 @@ UPDATE staged SET
     is_live = false,
     was_finished = {finished("h.")},
     was_in_flight = {in_flight("h.")}
-FROM events_history h
+FROM {HISTORY_BY_TIME} h
 WHERE NOT staged.was_stored AND h.id = staged.id AND h.queued_at = staged.queued_at
 """
 _UNTOUCHED = "DELETE FROM staged WHERE NOT changed AND NOT (was_stored AND was_in_flight)"

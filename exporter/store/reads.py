@@ -17,7 +17,7 @@ from uuid import UUID
 import duckdb
 
 from exporter.models import PROGRESS_FIELDS, SourceKey, fingerprint
-from exporter.store.schema import finished, in_flight
+from exporter.store.schema import HISTORY_BY_TIME, finished, in_flight
 from exporter.window import Window
 
 
@@ -187,7 +187,7 @@ candidates AS (
     WHERE source_id IN (SELECT unnest($sources::UUID[]))
     UNION ALL
     SELECT h.project_id, h.source_id, h.id, h.queued_at, {_RUN.replace("id::", "h.id::")}
-    FROM events_history h JOIN limits l USING (project_id, source_id)
+    FROM {HISTORY_BY_TIME} h JOIN limits l USING (project_id, source_id)
     -- $oldest, a constant, lets zone maps skip the history no window of the batch reaches
     WHERE l.window_start IS NOT NULL AND h.queued_at >= l.window_start AND h.queued_at >= $oldest
 )

@@ -229,9 +229,24 @@ FROM (
 ) u LEFT JOIN sources s USING (project_id, source_id);
 """
 
+# History as every scan of it should read it: its time columns first. DuckDB checks a scan's
+# filters row group by row group in the order of the scan's columns, loading each checked
+# column's segment metadata for that row group and keeping it for the life of the process; a
+# filter that prunes stops the checks. Scanned in table order, a lookup by id or a join on the
+# source checked those UUID columns first, for every row group: at 100 million stored runs the
+# start-up read of the windows kept 17 MB more in the process, 6 MB with this order. So scans
+# of history on the polling path go through this, and ``events`` does too.
+HISTORY_BY_TIME = (
+    "(SELECT queued_at, finished_at, * EXCLUDE (queued_at, finished_at) FROM events_history)"
+)
+_EVENT_NAMES = ", ".join(line.split()[0] for line in EVENT_COLUMNS.strip().splitlines())
+_EVENTS_VIEW = f"""
+CREATE OR REPLACE VIEW events AS
+SELECT * FROM events_live UNION ALL SELECT {_EVENT_NAMES} FROM {HISTORY_BY_TIME};
+"""
+
 VIEWS = f"""
-CREATE VIEW events AS
-SELECT * FROM events_live UNION ALL SELECT * FROM events_history;
+{_EVENTS_VIEW}
 {_runs_view()}
 {FINISHED_PER_DAY}
 """
@@ -250,5 +265,6 @@ def _v3(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 Migration = str | Callable[[duckdb.DuckDBPyConnection], None]
-# Append-only: a released database was built by a prefix of this list.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _v3)
+# Append-only: a released database was built by a prefix of this list. v4 only redefines
+# ``events`` to read history time-first (see HISTORY_BY_TIME); no data moves.
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _v3, _EVENTS_VIEW)
