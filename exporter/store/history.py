@@ -13,7 +13,8 @@ lookup reads only the row groups of its own time, and it moves back to live (see
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
 
 import duckdb
 
@@ -137,18 +138,38 @@ WHEN MATCHED THEN UPDATE SET runs = t.runs - d.runs, stale_runs = t.stale_runs -
 # The keys whose newest finished run in history left it with a revived run: the next newest
 # must be found, if the key still has runs there. For any other key it stays what it was.
 _LEFT_KEYS = """
-SELECT DISTINCT s.old_project_id, s.old_source_id, s.old_status
+SELECT DISTINCT s.old_project_id, s.old_source_id, s.old_status, t.last_finished_at
 FROM staged s JOIN history_stats t ON t.project_id = s.old_project_id
     AND t.source_id = s.old_source_id AND t.status = s.old_status
 WHERE s.was_stored AND NOT s.is_live AND t.runs > 0 AND s.old_finished_at >= t.last_finished_at
 """
-# The days (billing calendar) with finished runs of a key, newest first: every run in history
-# with a finished_at is counted in daily_usage on the day it finished, within a day of it in UTC.
+# The days (billing calendar) with finished runs of a key in a range, newest first: every run
+# in history with a finished_at is counted in daily_usage on the day it finished, within a day
+# of it in UTC. daily_usage grows by days in day order, so zone maps keep this to the range.
 _DAYS = """
 SELECT day FROM daily_usage
-WHERE project_id = $p AND source_id = $s AND status = $status AND runs > 0
+WHERE day BETWEEN $since AND $until
+  AND project_id = $p AND source_id = $s AND status = $status AND runs > 0
 GROUP BY day ORDER BY day DESC
 """
+# Days tried in the first range: what is left of a key in history is usually close behind the
+# finish that left it, so a year of daily_usage is read only when nothing is.
+_NEAR_DAYS = 31
+
+
+def _days(
+    conn: duckdb.DuckDBPyConnection, key: dict[str, object], left: datetime
+) -> Iterator[date]:
+    """The days that may hold the key's newest finish still in history, newest first: none
+    after the day of the finish that left (``left``, UTC; a day later in the billing calendar
+    at most), the month before that first."""
+    until = left.date() + timedelta(days=1)
+    since = until - timedelta(days=_NEAR_DAYS)
+    for lo, hi in ((since, until), (date.min, since - timedelta(days=1))):
+        for (day,) in conn.execute(_DAYS, {**key, "since": lo, "until": hi}).fetchall():
+            yield day
+
+
 # The newest finish among the runs that may lie on that day: history is (nearly) in time order,
 # so finished_at's zone maps skip all but a few days of it. Days are tried newest first, so the
 # first found is the newest: a run of a newer day would have been found first, one of an older
@@ -164,12 +185,11 @@ def _find_last_finished_again(conn: duckdb.DuckDBPyConnection) -> None:
     """Set ``last_finished_at`` of each key whose newest finished run a revived run took out of
     history to the next newest, reading a few days of history per day tried, the newest days
     first, rather than every run of the key (1.2 s at 100 million stored runs). The days tried
-    before the one found are those whose runs are all live: about the last day, more after a
-    burst of revived runs until they retire again."""
-    for p, s, status in conn.execute(_LEFT_KEYS).fetchall():
+    before the one found are those whose runs are all live (revived ones, mostly)."""
+    for p, s, status, left in conn.execute(_LEFT_KEYS).fetchall():
         key = {"p": p, "s": s, "status": status}
         newest = None
-        for (day,) in conn.execute(_DAYS, key).fetchall():
+        for day in _days(conn, key, left):
             newest = conn.execute(_NEWEST_ON, {**key, "day": day}).fetchall()[0][0]
             if newest is not None:
                 break
