@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import pytest
 
-from exporter.store import PageIn, Store
+from exporter.store import PageIn, Rollups, Store
 from tests.factories import PROJECT, SOURCE, T0, run
 
 DAY = timedelta(days=1)
@@ -94,32 +94,39 @@ def test_a_changed_run_comes_back_from_history(store: Store) -> None:
     assert totals == [("failed", 1, 1), ("success", 1, 0)]
 
 
-@pytest.mark.parametrize("older_days", [1, 30, 32, 400])
+@pytest.mark.parametrize("timezone", ["UTC", "Pacific/Kiritimati", "Etc/GMT+12"])
+@pytest.mark.parametrize("older_days", [1, 30, 31, 32, 400])
 def test_a_revived_run_leaves_the_newest_finish_of_what_stays_in_history(
-    store: Store, older_days: int
+    tmp_path: Path, older_days: int, timezone: str
 ) -> None:
     """The key's newest finished run in history is found again when the newest leaves it, also
     when it finished days before the newest day with runs of that status (a live run today),
-    and not in the day band first tried."""
-    day = 24 * 60
-    older = run(minutes=0, status="failed")
-    newest = run(minutes=older_days * day, status="failed")
-    store.ingest_page(PROJECT, SOURCE, [older, newest], now=T0)
-    store.retire(T0 + (older_days + 2) * DAY)
-    today = T0 + (older_days + 5) * DAY
-    live = run(minutes=(older_days + 5) * day - 60, status="failed")
-    store.ingest_page(PROJECT, SOURCE, [live], now=today)
-    assert where(store) == {older.id: "history", newest.id: "history", live.id: "live"}
-    retried = run(
-        newest.id, minutes=older_days * day, status="success", updatedAt=today.isoformat()
-    )
-    store.ingest_page(PROJECT, SOURCE, [retried], now=today)
-    cur = store.cursor()
-    recount = cur.execute(
-        """SELECT status, max(finished_at) FROM events_history GROUP BY ALL ORDER BY ALL"""
-    ).fetchall()
-    kept = cur.execute("SELECT status, last_finished_at FROM history_stats ORDER BY ALL").fetchall()
-    assert kept == recount == [("failed", older.finished_at)]
+    and not in the day band first tried, whatever day the billing calendar puts it on."""
+    store = Store(tmp_path / "x.duckdb", live_per_source=3, rollups=Rollups(timezone=timezone))
+    try:
+        day = 24 * 60
+        older = run(minutes=0, status="failed")
+        newest = run(minutes=older_days * day, status="failed")
+        store.ingest_page(PROJECT, SOURCE, [older, newest], now=T0)
+        store.retire(T0 + (older_days + 2) * DAY)
+        today = T0 + (older_days + 5) * DAY
+        live = run(minutes=(older_days + 5) * day - 60, status="failed")
+        store.ingest_page(PROJECT, SOURCE, [live], now=today)
+        assert where(store) == {older.id: "history", newest.id: "history", live.id: "live"}
+        retried = run(
+            newest.id, minutes=older_days * day, status="success", updatedAt=today.isoformat()
+        )
+        store.ingest_page(PROJECT, SOURCE, [retried], now=today)
+        cur = store.cursor()
+        recount = cur.execute(
+            """SELECT status, max(finished_at) FROM events_history GROUP BY ALL ORDER BY ALL"""
+        ).fetchall()
+        kept = cur.execute(
+            "SELECT status, last_finished_at FROM history_stats ORDER BY ALL"
+        ).fetchall()
+        assert kept == recount == [("failed", older.finished_at)]
+    finally:
+        store.close()
 
 
 def test_an_unchanged_run_seen_again_stays_in_history(store: Store) -> None:

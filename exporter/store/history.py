@@ -212,8 +212,9 @@ def revive(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
             WHERE s.was_stored AND NOT s.is_live AND NOT s.changed""",
         {"now": now},
     )
-    # A DELETE scans the table itself: queued_at goes first in the condition, which is the
-    # order DuckDB checks it in (see HISTORY_BY_TIME).
+    # A DELETE scans the table itself, its columns in the order the statement names them:
+    # queued_at goes first so that it is checked first (see HISTORY_BY_TIME; on a test table
+    # the other order kept the id column's metadata of every row group, 2.14 MB against 0.57).
     conn.execute(
         """DELETE FROM events_history h USING staged s
            WHERE h.queued_at = s.old_queued_at AND h.id = s.id AND s.was_stored AND NOT s.is_live"""
