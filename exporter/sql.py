@@ -34,9 +34,12 @@ from exporter.errors import InvalidInput
 from exporter.reports import ReportResult
 from exporter.store.db import connect, first_line
 
-# Table functions a query may use: generators and DuckDB's catalog, nothing that reads a file.
+# Table functions a query may use: generators, DuckDB's catalog and the store's own table
+# macros (exporter.store.schema), nothing that reads a file.
 TABLE_FUNCTIONS = frozenset(
     {
+        "finished_per_day",
+        "percentiles_by_source",
         "range",
         "generate_series",
         "unnest",

@@ -59,6 +59,11 @@ def test_queries_read_the_documented_tables_views_and_ctes(store: Store) -> None
     assert result.rows == [("failed", 1, 0), ("success", 30, 0)]
     shown = run_sql(store.cursor(), "SELECT count(*) FROM information_schema.tables")
     assert shown.rows[0][0] > 0
+    health = run_sql(
+        store.cursor(),
+        "SELECT runs, max_seconds FROM percentiles_by_source('duration', DATE '2000-01-01')",
+    )
+    assert [r[0] for r in health.rows] == [31]
 
 
 def test_rows_are_capped_and_the_result_says_so(store: Store) -> None:
