@@ -64,6 +64,8 @@ def test_queries_read_the_documented_tables_views_and_ctes(store: Store) -> None
         "SELECT runs, max_seconds FROM percentiles_by_source('duration', DATE '2000-01-01')",
     )
     assert [r[0] for r in health.rows] == [31]
+    with pytest.raises(SqlError, match="measure is duration or queue_wait"):
+        run_sql(store.cursor(), "SELECT * FROM percentiles_by_source('wait', DATE '2000-01-01')")
 
 
 def test_rows_are_capped_and_the_result_says_so(store: Store) -> None:

@@ -249,12 +249,12 @@ SELECT * FROM events_live UNION ALL SELECT {_EVENT_NAMES} FROM {HISTORY_BY_TIME}
 # interpolated between ranks as quantile_cont does, in memory that does not grow with the
 # period. Ranking every value (a window, quantile_cont's state) holds the whole period: a month
 # of 100 million stored runs ran out of the 48MB pool, and two passes, the second keeping the
-# values near each rank, did too. So values are counted, with their least and greatest, in
-# buckets 2 % wide on a log scale: a few hundred per source, however many runs. A rank's value
-# is read from its bucket, between that bucket's least and greatest value by position: exact at
-# a bucket's first and last rank (so ``max`` is exact) and when the bucket holds one distinct
-# value, otherwise off by less than the bucket's spread, under 2 % of |value| + 1 ms.
-# Cumulative counts are lists per source: a window over the buckets ran out of memory too.
+# values near each rank, did at a week. So values are counted, with their least and greatest,
+# in buckets 4 % wide on a log scale (ln(1 ms + |value|) * 25): about a hundred per source,
+# however many runs. A rank's value is read from its bucket, between that bucket's least and
+# greatest by position: exact at a bucket's first and last rank (so ``max`` is exact) and where
+# the bucket holds one distinct value, otherwise off by less than the bucket's spread, under
+# 4.1 % of 1 ms + |value|. Everything after the count is one row of lists per source.
 PERCENTILES_BY_SOURCE = f"""
 CREATE OR REPLACE MACRO percentiles_by_source(measure, since) AS TABLE
 WITH measured AS (
@@ -280,48 +280,57 @@ buckets AS (
     FROM measured
     GROUP BY ALL
 ),
-per_source AS (
+named AS (
     -- a source replaced under the same names is one row, as in every report
-    SELECT project, source, list(b ORDER BY b) AS bs, list(n ORDER BY b) AS ns,
-           list(lo ORDER BY b) AS los, list(hi ORDER BY b) AS his, sum(n) AS total
-    FROM (
-        SELECT coalesce(s.project_name, k.project_id::VARCHAR) AS project,
-               coalesce(s.source_name, k.source_id::VARCHAR) AS source,
-               k.b, CAST(sum(k.n) AS BIGINT) AS n, min(k.lo) AS lo, max(k.hi) AS hi
-        FROM buckets k LEFT JOIN sources s USING (project_id, source_id)
-        GROUP BY ALL
-    )
+    SELECT coalesce(s.project_name, k.project_id::VARCHAR) AS project,
+           coalesce(s.source_name, k.source_id::VARCHAR) AS source,
+           k.b, CAST(sum(k.n) AS BIGINT) AS n, min(k.lo) AS lo, max(k.hi) AS hi
+    FROM buckets k LEFT JOIN sources s USING (project_id, source_id)
     GROUP BY ALL
 ),
-ranks AS (
-    -- the two ranks (from 0) quantile_cont interpolates between (p is DECIMAL: exact), and
-    -- upto[i] = the values in buckets 1..i
-    SELECT project, source, total, p, ns, los, his,
+per_source AS (
+    -- its buckets in order, sorted as one list (an ordered aggregate per column buffered ~20 MB
+    -- for 1,000 sources)
+    SELECT project, source, total, list_transform(bk, lambda x: x.n) AS ns,
+           list_transform(bk, lambda x: x.lo) AS los, list_transform(bk, lambda x: x.hi) AS his
+    FROM (SELECT project, source, CAST(sum(n) AS BIGINT) AS total,
+                 list_sort(list(struct_pack(b, n, lo, hi))) AS bk
+          FROM named
+          GROUP BY project, source)
+),
+ranked AS (
+    -- per source, for p in 0.5, 0.95, 0.99, 1: the two ranks (from 0) quantile_cont
+    -- interpolates between (p is DECIMAL, so exact); upto[i] = the values in buckets 1..i
+    SELECT project, source, total, ns, los, his,
            list_transform(range(1, len(ns) + 1), lambda i: list_sum(ns[1:i])) AS upto,
-           CAST(unnest([floor((total - 1) * p), ceil((total - 1) * p)]) AS BIGINT) AS r
-    FROM per_source, (VALUES (0.5), (0.95), (0.99), (1.0)) q(p)
+           list_transform(
+               flatten(list_transform([0.5, 0.95, 0.99, 1.0],
+                                      lambda p: [floor((total - 1) * p), ceil((total - 1) * p)])),
+               lambda r: CAST(r AS BIGINT)) AS rs
+    FROM per_source
+),
+located AS (
+    -- rank r lies in the first bucket whose cumulative count passes it
+    SELECT *,
+           list_transform(rs, lambda r: list_position(list_transform(upto, lambda u: u > r), true))
+               AS ix
+    FROM ranked
 ),
 valued AS (
-    -- rank r lies in the first bucket whose cumulative count passes it, at position
-    -- r - (the values before that bucket) of its n values
-    SELECT project, source, total, p,
-           CASE WHEN ns[i] = 1 THEN los[i]
-                ELSE los[i] + (his[i] - los[i]) * (r - (upto[i] - ns[i])) / (ns[i] - 1) END AS v
-    FROM (SELECT *, list_position(list_transform(upto, lambda u: u > r), true) AS i FROM ranks)
-),
-picked AS (
-    SELECT project, source, total, p,
-           min(v) + (max(v) - min(v)) * ((total - 1) * p - floor((total - 1) * p)) AS v
-    FROM valued
-    GROUP BY project, source, total, p
+    -- each rank's value, between its bucket's least and greatest by its position among the
+    -- bucket's values (a bucket of one value has his = los)
+    SELECT project, source, total, rs,
+           list_transform(range(1, len(rs) + 1), lambda k:
+               los[ix[k]] + (his[ix[k]] - los[ix[k]]) * (rs[k] - (upto[ix[k]] - ns[ix[k]]))
+                   / greatest(ns[ix[k]] - 1, 1)) AS vs
+    FROM located
 )
 SELECT project, source, total AS runs,
-       any_value(v) FILTER (WHERE p = 0.5) AS p50_seconds,
-       any_value(v) FILTER (WHERE p = 0.95) AS p95_seconds,
-       any_value(v) FILTER (WHERE p = 0.99) AS p99_seconds,
-       any_value(v) FILTER (WHERE p = 1.0) AS max_seconds
-FROM picked
-GROUP BY ALL;
+       vs[1] + (vs[2] - vs[1]) * ((total - 1) * 0.5 - rs[1]) AS p50_seconds,
+       vs[3] + (vs[4] - vs[3]) * ((total - 1) * 0.95 - rs[3]) AS p95_seconds,
+       vs[5] + (vs[6] - vs[5]) * ((total - 1) * 0.99 - rs[5]) AS p99_seconds,
+       vs[8] AS max_seconds
+FROM valued;
 """
 
 VIEWS = f"""
