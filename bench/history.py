@@ -43,9 +43,8 @@ from typing import Any
 from uuid import uuid4
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import EXE, Simulator, write_config
+from bench.common import EXE, Simulator, scrape, total, write_config
 from bench.history_data import build
 from exporter.models import parse_event_page
 from exporter.reports import load_reports
@@ -172,12 +171,12 @@ def measure(runs: int, world: World, workdir: Path, minutes: float) -> Measured:
         deadline = time.monotonic() + minutes * 60
         while time.monotonic() < deadline:
             time.sleep(5)
-            refreshes.append(_sample(url, "synthbrew_exporter_store_scrape_duration_seconds"))
+            refreshes.append(total(scrape(url), "synthbrew_exporter_store_scrape_duration_seconds"))
         steady = minutes * 60
         out.cpu_seconds_per_minute = round((_cpu_seconds(proc.pid) - ready_cpu) / steady * 60, 1)
         out.rss_mb = round(_status_mb(proc.pid, "VmRSS"), 1)
         out.peak_rss_polling_mb = round(_status_mb(proc.pid, "VmHWM"), 1)
-        writing = _total(_scrape(url), "synthbrew_exporter_store_write_seconds_total")
+        writing = total(scrape(url), "synthbrew_exporter_store_write_seconds_total")
         for name in load_reports():
             out.reports_ms[name] = _report_ms(url, name, {})
         # The peak of polling and the reports, as measured before the pages existed; the pages'
@@ -200,13 +199,13 @@ def measure(runs: int, world: World, workdir: Path, minutes: float) -> Measured:
             if any(p.name == "since" for p in report.params):
                 out.reports_all_history_ms[name] = _report_ms(url, name, {"since": "2000-01-01"})
         out.peak_rss_all_history_mb = round(_status_mb(proc.pid, "VmHWM"), 1)
-        final = _scrape(url)
-        out.polls_ok = int(_total(final, "synthbrew_exporter_polls_total", outcome="success"))
-        out.polls_failed = int(_total(final, "synthbrew_exporter_polls_total", outcome="error"))
-        seconds = _total(final, "synthbrew_exporter_store_write_seconds_total")
+        final = scrape(url)
+        out.polls_ok = int(total(final, "synthbrew_exporter_polls_total", outcome="success"))
+        out.polls_failed = int(total(final, "synthbrew_exporter_polls_total", outcome="error"))
+        seconds = total(final, "synthbrew_exporter_store_write_seconds_total")
         out.write_seconds_per_minute = round((seconds - writing) / steady * 60, 2)
-        out.live_runs = int(_total(final, "synthbrew_exporter_store_runs", table="live"))
-        out.history_lookups = int(_total(final, "synthbrew_exporter_store_history_lookups_total"))
+        out.live_runs = int(total(final, "synthbrew_exporter_store_runs", table="live"))
+        out.history_lookups = int(total(final, "synthbrew_exporter_store_history_lookups_total"))
         out.store_refresh_seconds = round(statistics.median(refreshes), 4)
         out.store_refresh_max_seconds = round(max(refreshes), 4)
         out.peak_rss_with_pages_mb = round(_status_mb(proc.pid, "VmHWM"), 1)
@@ -297,30 +296,6 @@ def _until_ready(url: str, proc: subprocess.Popen[bytes], started: float) -> flo
         if time.monotonic() - started > 900:
             raise RuntimeError("not ready after 15 minutes")
         time.sleep(0.5)
-
-
-Samples = list[tuple[str, dict[str, str], float]]
-
-
-def _scrape(url: str) -> Samples:
-    text = httpx.get(f"{url}/metrics", timeout=60).text
-    return [
-        (s.name, s.labels, s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    ]
-
-
-def _total(samples: Samples, name: str, **labels: str) -> float:
-    return sum(
-        v
-        for n, found, v in samples
-        if n == name and all(found.get(k) == x for k, x in labels.items())
-    )
-
-
-def _sample(url: str, name: str) -> float:
-    return _total(_scrape(url), name)
 
 
 def _cpu_seconds(pid: int) -> float:
