@@ -177,7 +177,8 @@ def measure(runs: int, world: World, workdir: Path, minutes: float) -> Measured:
         out.rss_mb = round(_status_mb(proc.pid, "VmRSS"), 1)
         out.peak_rss_polling_mb = round(_status_mb(proc.pid, "VmHWM"), 1)
         writing = total(scrape(url), "synthbrew_exporter_store_write_seconds_total")
-        for name in load_reports():
+        reports = load_reports()
+        for name in reports:
             out.reports_ms[name] = _report_ms(url, name, {})
         # The peak of polling and the reports, as measured before the pages existed; the pages'
         # own (1,000 sources in a table) is reported apart.
@@ -195,7 +196,7 @@ def measure(runs: int, world: World, workdir: Path, minutes: float) -> Measured:
                     times = [float("nan")]
                     break
             out.pages_ms[name] = round(max(times), 1)
-        for name, report in load_reports().items():
+        for name, report in reports.items():
             if any(p.name == "since" for p in report.params):
                 out.reports_all_history_ms[name] = _report_ms(url, name, {"since": "2000-01-01"})
         out.peak_rss_all_history_mb = round(_status_mb(proc.pid, "VmHWM"), 1)
