@@ -307,6 +307,46 @@ async def test_ingest_queue_reports_store_errors_to_every_waiter(tmp_path: Path)
     assert len(outcomes) == 2
 
 
+async def test_a_batch_that_ran_out_of_memory_is_written_again(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As a report holding most of the shared pool would make it: the write fails for lack of
+    memory until the pool has room again, and the poll never sees the failure."""
+    import asyncio
+
+    store.set_memory_limit("8MB")  # too little for a page of 200 runs
+    writer = IngestQueue(store, timedelta(hours=1), retry_seconds=(0.5,) * 10)
+    page = PageIn(PROJECT, SOURCE, [run(minutes=i) for i in range(200)])
+    try:
+        put = asyncio.ensure_future(writer.put(page))
+        while store.health.errors == 0:
+            assert not put.done(), put
+            await asyncio.sleep(0.01)
+        await store.call(store.set_memory_limit, "48MB")  # the report ended
+        assert await put == 0
+    finally:
+        await writer.aclose()
+    assert len(rows(store)) == 200
+    assert store.health.failing_since is None, "the committed batch says the store is writable"
+    assert "Out of Memory" in caplog.text
+    assert "trying again in 0.5 s" in caplog.text
+
+
+async def test_a_batch_still_out_of_memory_after_its_retries_fails_its_polls(
+    store: Store,
+) -> None:
+    store.set_memory_limit("8MB")
+    writer = IngestQueue(store, timedelta(hours=1), retry_seconds=(0.01, 0.01))
+    try:
+        with pytest.raises(StoreError, match="Out of Memory"):
+            await writer.put(PageIn(PROJECT, SOURCE, [run(minutes=i) for i in range(200)]))
+    finally:
+        await writer.aclose()
+    assert store.health.errors == 3, "the first try and two retries, each counted"
+    store.set_memory_limit("48MB")
+    assert rows(store) == [], "every try was rolled back"
+
+
 def test_a_failed_batch_keeps_its_cause_and_the_next_one_commits(store: Store) -> None:
     store.ingest_page(PROJECT, SOURCE, [run()], now=T0)
     # A table the batch must write disappears (as a full disk or a lack of memory would make

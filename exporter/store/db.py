@@ -24,6 +24,11 @@ class DatabaseLocked(StoreError):
     """Another process (usually a running exporter) holds the database file."""
 
 
+class PoolFull(StoreError):
+    """A write ran out of ``database.memory_limit``. The pool is shared with the reports and
+    pages, whose reads end, so the same write usually succeeds a moment later."""
+
+
 class _Writer(Protocol):
     path: Path
 
@@ -45,6 +50,9 @@ def writes(method: Callable[Concatenate[S, P], T]) -> Callable[Concatenate[S, P]
         try:
             self.heal()
             return method(self, *args, **kwargs)
+        except duckdb.OutOfMemoryException as exc:
+            self.write_failed(exc)
+            raise PoolFull(f"{self.path}: database write failed: {first_line(exc)}") from exc
         except duckdb.Error as exc:
             self.write_failed(exc)
             raise StoreError(f"{self.path}: database write failed: {first_line(exc)}") from exc

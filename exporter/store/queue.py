@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from exporter.errors import StoreError
+from exporter.models import SourceKey
+from exporter.store.db import PoolFull
 from exporter.store.ingest import PageIn
 from exporter.store.store import Store
 from exporter.supervision import Faults, cause
+
+log = logging.getLogger(__name__)
 
 
 class IngestQueue:
@@ -22,6 +27,11 @@ class IngestQueue:
     instead of one, and a burst of first polls goes in 64 pages at a time. The queue holds at most
     ``max_pages``; a poll with a page beyond that waits to hand it over, which bounds the parsed
     pages held in memory however slow the disk. Each poll still learns its own outcome.
+
+    A batch that ran out of DuckDB's memory is written again after each pause of
+    ``retry_seconds`` (the batch was rolled back, so nothing is written twice): the pool is
+    shared with reports, and a report over a long period can hold most of it for seconds. Its
+    polls fail only if the last try fails too.
     """
 
     def __init__(
@@ -33,12 +43,14 @@ class IngestQueue:
         linger_seconds: float = 0.5,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         faults: Faults | None = None,
+        retry_seconds: Sequence[float] = (1.0, 2.0, 4.0),
     ) -> None:
         self.store = store
         self.faults = faults or Faults()
         self.stale_after = stale_after
         self.max_pages = max_pages
         self.linger_seconds = linger_seconds
+        self.retry_seconds = tuple(retry_seconds)
         self._now = now
         self._queue: asyncio.Queue[tuple[PageIn, asyncio.Future[int]]] = asyncio.Queue(
             maxsize=max_pages
@@ -83,9 +95,7 @@ class IngestQueue:
             batch = await self._batch()
             pages = [page for page, _ in batch]
             try:
-                marked = await self.store.call(
-                    self.store.ingest, pages, now=self._now(), stale_after=self.stale_after
-                )
+                marked = await self._write(pages)
             except StoreError as exc:
                 self._fail(batch, exc)
                 continue
@@ -98,6 +108,20 @@ class IngestQueue:
             for page, done in batch:
                 if not done.done():
                     done.set_result(marked.get(page.key, 0))
+
+    async def _write(self, pages: list[PageIn]) -> dict[SourceKey, int]:
+        for pause in self.retry_seconds:
+            try:
+                return await self._ingest(pages)
+            except PoolFull as exc:
+                log.warning("writing %d pages: %s; trying again in %g s", len(pages), exc, pause)
+                await asyncio.sleep(pause)
+        return await self._ingest(pages)
+
+    async def _ingest(self, pages: list[PageIn]) -> dict[SourceKey, int]:
+        return await self.store.call(
+            self.store.ingest, pages, now=self._now(), stale_after=self.stale_after
+        )
 
     @staticmethod
     def _fail(batch: list[tuple[PageIn, asyncio.Future[int]]], exc: Exception) -> None:
