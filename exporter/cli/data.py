@@ -15,7 +15,6 @@ from exporter.cli.common import config_option, fail, handled, main
 from exporter.data import Data
 from exporter.errors import ExporterError
 from exporter.reports import FORMATS, SQL_FORMATS, describe, render, write_parquet
-from exporter.sql_shell import shell
 
 
 @main.command()
@@ -84,6 +83,10 @@ def sql(
     with handled():
         data = open_data(config_path, database=database, url=url)
     if query is None and query_file is None and sys.stdin.isatty():
+        # Imported only here: prompt_toolkit is 7 MB that every other command, the
+        # long-running `run` among them, would carry for nothing.
+        from exporter.sql_shell import shell
+
         shell(lambda text: _answer(data, text))
         return
     if query is None:
