@@ -22,7 +22,6 @@ from urllib.parse import quote
 from uuid import UUID
 
 import duckdb
-import pyarrow.parquet as pq
 
 from exporter.store import Store
 
@@ -98,6 +97,10 @@ def partition_file(root: Path, project: str, month: str, source_id: UUID) -> Pat
 
 def export_parquet(store: Store, root: Path, now: datetime) -> ExportResult:
     """Blocking: call it off the event loop."""
+    # Imported here: pyarrow's Parquet writer and the file systems it loads are 10 MB of RSS
+    # that a `run` without `export.path` would carry for nothing.
+    import pyarrow.parquet as pq
+
     cur = store.cursor()
     done = store.export_fingerprints()
     written = unchanged = rows = 0

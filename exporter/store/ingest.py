@@ -19,7 +19,6 @@ from uuid import UUID
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic_core import to_json
 
 from exporter.models import PROGRESS_FIELDS, GenerationEvent, SourceKey
@@ -295,14 +294,15 @@ def write_batch(
     ``history_newest`` is the newest ``queued_at`` in history: a run queued after it cannot be
     there, so history is not even looked at for the usual batch of new and live runs.
     """
-    page = page_table([e for p in pages for e in p.events if e.id not in p.unchanged])
+    events = [e for p in pages for e in p.events if e.id not in p.unchanged]
+    page = page_table(events)
     windows = [str(p.source_id) for p in pages if p.full_window]
     stale: dict[SourceKey, int] = dict.fromkeys((p.key for p in pages), 0)
     added = revived = 0
     looked = False
     with registered(conn, page=page), transaction(conn):
         if page.num_rows:
-            unique = pc.count_distinct(page["id"]).as_py() == page.num_rows
+            unique = len({e.id for e in events}) == len(events)
             conn.execute(_LOAD if unique else _LOAD_DEDUPED)
             conn.execute(_STAGE)
             if history_newest is not None and scalar(
