@@ -167,6 +167,7 @@ def measure(runs: int, world: World, workdir: Path, minutes: float) -> Measured:
     try:
         out.ready_seconds = _until_ready(url, proc, started)
         ready_cpu = _cpu_seconds(proc.pid)
+        writing = total(scrape(url), "synthbrew_exporter_store_write_seconds_total")
         refreshes: list[float] = []
         deadline = time.monotonic() + minutes * 60
         while time.monotonic() < deadline:
@@ -174,9 +175,10 @@ def measure(runs: int, world: World, workdir: Path, minutes: float) -> Measured:
             refreshes.append(total(scrape(url), "synthbrew_exporter_store_scrape_duration_seconds"))
         steady = minutes * 60
         out.cpu_seconds_per_minute = round((_cpu_seconds(proc.pid) - ready_cpu) / steady * 60, 1)
+        written = total(scrape(url), "synthbrew_exporter_store_write_seconds_total") - writing
+        out.write_seconds_per_minute = round(written / steady * 60, 2)
         out.rss_mb = round(_status_mb(proc.pid, "VmRSS"), 1)
         out.peak_rss_polling_mb = round(_status_mb(proc.pid, "VmHWM"), 1)
-        writing = total(scrape(url), "synthbrew_exporter_store_write_seconds_total")
         reports = load_reports()
         for name in reports:
             out.reports_ms[name] = _report_ms(url, name, {})
@@ -203,8 +205,6 @@ def measure(runs: int, world: World, workdir: Path, minutes: float) -> Measured:
         final = scrape(url)
         out.polls_ok = int(total(final, "synthbrew_exporter_polls_total", outcome="success"))
         out.polls_failed = int(total(final, "synthbrew_exporter_polls_total", outcome="error"))
-        seconds = total(final, "synthbrew_exporter_store_write_seconds_total")
-        out.write_seconds_per_minute = round((seconds - writing) / steady * 60, 2)
         out.live_runs = int(total(final, "synthbrew_exporter_store_runs", table="live"))
         out.history_lookups = int(total(final, "synthbrew_exporter_store_history_lookups_total"))
         out.store_refresh_seconds = round(statistics.median(refreshes), 4)
