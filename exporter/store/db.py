@@ -50,12 +50,10 @@ def writes(method: Callable[Concatenate[S, P], T]) -> Callable[Concatenate[S, P]
         try:
             self.heal()
             return method(self, *args, **kwargs)
-        except duckdb.OutOfMemoryException as exc:
-            self.write_failed(exc)
-            raise PoolFull(f"{self.path}: database write failed: {first_line(exc)}") from exc
         except duckdb.Error as exc:
             self.write_failed(exc)
-            raise StoreError(f"{self.path}: database write failed: {first_line(exc)}") from exc
+            kind = PoolFull if isinstance(exc, duckdb.OutOfMemoryException) else StoreError
+            raise kind(f"{self.path}: database write failed: {first_line(exc)}") from exc
         except StoreError as exc:
             self.write_failed(exc)
             raise
