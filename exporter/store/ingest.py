@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -221,19 +222,21 @@ def page_table(events: Sequence[GenerationEvent]) -> pa.Table:
     Ids a page repeats (project, source, team, schema version) are turned into text once, and
     JSON is written by pydantic-core: together half the time of the obvious loop.
     """
-    text: dict[UUID, str] = {}
+    text: dict[int, str] = {}  # keyed by the UUID's number: UUID hashes in Python, int in C
 
     def uuid_text(value: UUID | None) -> str | None:
         if value is None:
             return None
-        found = text.get(value)
+        found = text.get(value.int)
         if found is None:
-            found = text[value] = str(value)
+            found = text[value.int] = str(value)
         return found
 
     return pa.table(
         {
-            "id": [str(e.id) for e in events],
+            # 32 hex digits, which DuckDB casts to UUID as it does the usual form, at a third of
+            # the cost of str()
+            "id": [f"{e.id.int:032x}" for e in events],
             "project_id": [uuid_text(e.project_id) for e in events],
             "source_id": [uuid_text(e.source_id) for e in events],
             "team_id": [uuid_text(e.team_id) for e in events],
@@ -257,6 +260,9 @@ def page_table(events: Sequence[GenerationEvent]) -> pa.Table:
     )
 
 
+_QUEUED = attrgetter("queued_at")
+
+
 def _poll_params(pages: Sequence[PageIn]) -> dict[str, list[Any]]:
     """One row per source in the batch (the last page of a source wins), as list parameters."""
     latest: dict[SourceKey, PageIn] = {}
@@ -264,7 +270,7 @@ def _poll_params(pages: Sequence[PageIn]) -> dict[str, list[Any]]:
     for page in pages:
         latest[page.key] = page
         counts[page.key] = counts.get(page.key, 0) + 1
-    newest = [max(p.events, key=lambda e: e.queued_at, default=None) for p in latest.values()]
+    newest = [max(p.events, key=_QUEUED, default=None) for p in latest.values()]
     return {
         "project_ids": [str(k[0]) for k in latest],
         "source_ids": [str(k[1]) for k in latest],
@@ -274,7 +280,7 @@ def _poll_params(pages: Sequence[PageIn]) -> dict[str, list[Any]]:
         "newest_ids": [str(e.id) if e else None for e in newest],
         "newest_queued": [e.queued_at if e else None for e in newest],
         "window_starts": [
-            min((e.queued_at for e in p.events), default=None) if p.full_window else None
+            min(map(_QUEUED, p.events), default=None) if p.full_window else None
             for p in latest.values()
         ],
     }
@@ -294,7 +300,7 @@ def write_batch(
     ``history_newest`` is the newest ``queued_at`` in history: a run queued after it cannot be
     there, so history is not even looked at for the usual batch of new and live runs.
     """
-    events = [e for p in pages for e in p.events if e.id not in p.unchanged]
+    events = [e for p in pages for e in p.events if not p.unchanged or e.id not in p.unchanged]
     page = page_table(events)
     windows = [str(p.source_id) for p in pages if p.full_window]
     stale: dict[SourceKey, int] = dict.fromkeys((p.key for p in pages), 0)
@@ -302,7 +308,7 @@ def write_batch(
     looked = False
     with registered(conn, page=page), transaction(conn):
         if page.num_rows:
-            unique = len({e.id for e in events}) == len(events)
+            unique = len({e.id.int for e in events}) == len(events)
             conn.execute(_LOAD if unique else _LOAD_DEDUPED)
             conn.execute(_STAGE)
             if history_newest is not None and scalar(

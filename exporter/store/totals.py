@@ -58,16 +58,28 @@ class Rollups:
         return f"[{parts}]::BIGINT[]"
 
 
-# The changed runs of ``staged`` (see ``ingest``): keys as text, the day in the billing calendar.
+# The changed runs of ``staged`` (see ``ingest``) that had a stored copy: keys as text, the day
+# in the billing calendar.
 _CHANGES = """
 SELECT project_id::VARCHAR, source_id::VARCHAR, trigger, status, is_finished,
        CAST(timezone($tz, finished_at) AS DATE), duration_ms, billable_rows, total_inserted_rows,
-       id::VARCHAR,
        old_project_id::VARCHAR, old_source_id::VARCHAR, old_trigger, old_status, was_finished,
        CAST(timezone($tz, old_finished_at) AS DATE), old_duration_ms, old_billable_rows,
        old_total_inserted_rows
-FROM staged WHERE changed
+FROM staged WHERE changed AND was_stored
 """
+
+
+def _new_runs(rollups: Rollups) -> str:
+    """The rule for runs stored for the first time, grouped in SQL: a first poll or a burst makes
+    every run of a batch new, and each finished one only adds to the series it enters."""
+    return f"""
+    SELECT project_id::VARCHAR, source_id::VARCHAR, trigger, status,
+           CAST(timezone($tz, finished_at) AS DATE), count(*), count(duration_ms),
+           coalesce(sum(duration_ms), 0), {rollups.bucket_counts("duration_ms")},
+           sum(billable_rows), sum(total_inserted_rows)
+    FROM staged WHERE changed AND NOT was_stored AND is_finished GROUP BY ALL
+    """
 
 
 class Copy(NamedTuple):
@@ -133,7 +145,27 @@ def deltas(changes: Iterable[tuple[Copy | None, Copy]], bounds_ms: Sequence[int]
                 day[0] += sign
                 day[1] += sign * copy.billable_rows
                 day[2] += sign * copy.inserted_rows
-    return Deltas(runs, rows, {k: v for k, v in daily.items() if any(v)})
+    return Deltas(runs, rows, daily)
+
+
+def _add_new_runs(found: Deltas, groups: Iterable[tuple[Any, ...]], buckets: int) -> None:
+    """Add the grouped new runs of ``_new_runs`` to ``found``: what ``deltas`` gives each of
+    them with no stored copy, summed."""
+    for p, s, trigger, status, day, runs, observed, sum_ms, counts, billable, inserted in groups:
+        series = found.runs.setdefault((p, s, trigger, status), [0] * (4 + buckets))
+        series[0] += runs
+        series[2] += observed
+        series[3] += sum_ms
+        for i, count in enumerate(counts, start=4):
+            series[i] += count
+        rows = found.rows.setdefault((p, s, trigger), [0, 0, 0, 0])
+        rows[0] += billable
+        rows[2] += inserted
+        if day is not None:
+            usage = found.daily.setdefault((p, s, day, trigger, status), [0, 0, 0])
+            usage[0] += runs
+            usage[1] += billable
+            usage[2] += inserted
 
 
 class _Series(NamedTuple):
@@ -225,17 +257,19 @@ WHEN NOT MATCHED THEN INSERT VALUES (d.project_id, d.source_id, d.day, d.trigger
 def apply_changes(conn: duckdb.DuckDBPyConnection, rollups: Rollups) -> None:
     """Fold the changed rows of the ``staged`` table (see ``ingest``) into the totals.
 
-    A batch changes a few runs to a few thousand; the rule runs over them in Python and each
-    total takes one MERGE, which costs far less than deriving the deltas in SQL."""
-    changes = [
-        (Copy(*row[10:]) if row[10] is not None else None, Copy(*row[:9]))
-        for row in conn.execute(_CHANGES, {"tz": rollups.timezone}).fetchall()
-    ]
+    New runs are summed per series in SQL. Runs that replace a stored copy are few per batch
+    (a run finishing, a correction), and the rule runs over them in Python, where its cases
+    read plainly. Each total then takes one MERGE."""
+    tz = {"tz": rollups.timezone}
+    changes = [(Copy(*row[9:]), Copy(*row[:9])) for row in conn.execute(_CHANGES, tz).fetchall()]
     found = deltas(changes, rollups.bounds_ms())
+    _add_new_runs(
+        found, conn.execute(_new_runs(rollups), tz).fetchall(), len(rollups.duration_buckets)
+    )
     buckets_apart = {k: [*v[:4], v[4:]] for k, v in found.runs.items()}
     _merge(conn, _RUN_MERGE, _RUN_COLUMNS, buckets_apart)
     _merge(conn, _ROW_MERGE, _ROW_COLUMNS, found.rows)
-    _merge(conn, _DAILY_MERGE, _DAILY_COLUMNS, found.daily)
+    _merge(conn, _DAILY_MERGE, _DAILY_COLUMNS, {k: v for k, v in found.daily.items() if any(v)})
 
 
 def _merge(
