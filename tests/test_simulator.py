@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -147,3 +148,31 @@ def test_retries_and_corrections_leave_every_first_attempt_as_it_was() -> None:
     assert not any(r.retry or r.correction for r in runs[0])
     assert any(r.retry for r in runs[1])
     assert any(r.correction for r in runs[1])
+
+
+def test_the_served_body_is_the_page_at_every_instant_with_settled_runs_rendered_once() -> None:
+    """``page_json`` keeps the bodies of runs that can no longer change; a run still moving
+    (queued, active, awaiting its retry or its correction) is rendered at each request."""
+    scenario = make_scenario(
+        [
+            {
+                "name": "jobs",
+                "failure_rate": 0.5,
+                "retry_rate": 0.5,
+                "retry_delay_seconds": 600,
+                "correction_rate": 0.3,
+                "queue_wait_seconds": 30,
+            }
+        ]
+    )
+    clock = SimClock()
+    world = World(scenario, clock)
+    state = next(iter(world.sources.values()))
+    moving = 0
+    for minutes in range(60, 240, 7):
+        clock.set(EPOCH + timedelta(minutes=minutes))
+        specs = world.runs(state, clock.now(), 50)
+        moving += sum(clock.now() < s.settled_at for s in specs)
+        assert json.loads(world.page_json(state, 50)) == world.page(state, 50)
+    assert moving, "no run was caught between its statuses: the check would prove nothing"
+    assert world._settled, "no settled run was kept"

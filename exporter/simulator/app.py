@@ -8,7 +8,6 @@ and move the clock and read ground truth.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import time
@@ -153,8 +152,7 @@ class SimulatorApp:
         rng = random.Random(f"{self.world.scenario.seed}/{gate.id}/body/{gate.requests}")
         if faults.malformed_rate and rng.random() < faults.malformed_rate:
             return Response('[{"id": "', media_type="application/json")
-        page = self.world.page(gate, limit)
-        return Response(json.dumps(page, separators=(",", ":")), media_type="application/json")
+        return Response(self.world.page_json(gate, limit), media_type="application/json")
 
     async def regenerate(self, request: Request) -> Response:
         gate = await self._gate(request)

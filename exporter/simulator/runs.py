@@ -61,6 +61,16 @@ class RunSpec:
     retry: Attempt | None = None
     correction: Correction | None = None
 
+    @property
+    def settled_at(self) -> datetime:
+        """From this instant on, the list endpoint shows the run the same at any time."""
+        ends = [self.finished_at]
+        if self.retry is not None:
+            ends.append(self.retry.finished_at)
+        if self.correction is not None:
+            ends.append(self.correction.at)
+        return max(ends)
+
     def status_at(self, now: datetime) -> str:
         if self.retry is not None and now >= self.retry.requeued_at:
             attempt = self.retry
