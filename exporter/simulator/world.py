@@ -2,8 +2,9 @@
 
 Scheduled run ``i`` of a source is a pure function of (seed, source, i): when it was queued, how
 long it waited and ran, how it ended. Its status at any instant follows from the clock. Nothing is
-stored for scheduled runs, so a source with years of history costs nothing, and ground truth for a
-test is one function call. Runs started through the regenerate endpoint are the only state.
+stored for scheduled runs but bounded caches (specs, and the bodies of runs that can no longer
+change), so a source with years of history costs nothing, and ground truth for a test is one
+function call. Runs started through the regenerate endpoint are the only state.
 """
 
 from __future__ import annotations
