@@ -19,7 +19,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -35,6 +37,8 @@ from exporter.errors import InvalidInput, NotFound, Unavailable
 from exporter.store.db import first_line, schema_version
 from exporter.store.schema import MIGRATIONS
 from exporter.store.totals import calendar_timezone
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("table", "csv", "json")
 SQL_FORMATS = (*FORMATS, "parquet")
@@ -53,9 +57,8 @@ class ReportFailed(Unavailable):
 
 
 # DuckDB's errors that say the database could not do it now, as opposed to a report it
-# cannot bind or parse.
+# cannot bind or parse. Running out of memory is one too, tried again first (run_report).
 _RESOURCE_ERRORS = (
-    duckdb.OutOfMemoryException,
     duckdb.IOException,
     duckdb.InterruptException,
     duckdb.FatalException,
@@ -277,14 +280,49 @@ CONTEXT = ("calendar_tz",)
 _CONTEXT = re.compile(r"\$calendar_tz\b")
 
 
+# Pauses before a report that ran out of memory is run again. The pool is shared with the
+# polls' writes, and a batch holds its part of it for as long as it writes: at 100 million
+# stored runs `duration_percentiles` over all of history needs about half of the 48MB pool, and
+# beside a batch it can find less. What a report cannot get after these is a 503.
+RETRY_SECONDS = (1.0, 2.0)
+
+
 def run_report(
-    cur: duckdb.DuckDBPyConnection, report: Report, params: Mapping[str, Any]
+    cur: duckdb.DuckDBPyConnection,
+    report: Report,
+    params: Mapping[str, Any],
+    *,
+    retry_seconds: Sequence[float] = RETRY_SECONDS,
 ) -> ReportResult:
     bound = dict(params)
     if _CONTEXT.search(report.sql):
         bound["calendar_tz"] = calendar_timezone(cur)
+    for pause in retry_seconds:
+        try:
+            return _execute(cur, report, bound)
+        except duckdb.OutOfMemoryException as exc:
+            log.warning(
+                "report %r ran out of memory (%s); trying again in %g s",
+                report.name,
+                first_line(exc),
+                pause,
+            )
+            time.sleep(pause)
+    try:
+        return _execute(cur, report, bound)
+    except duckdb.OutOfMemoryException as exc:
+        raise ReportFailed(f"report {report.name!r} failed: {first_line(exc)}") from None
+
+
+def _execute(cur: duckdb.DuckDBPyConnection, report: Report, bound: dict[str, Any]) -> ReportResult:
+    """One try; running out of memory is left to the caller, which may try again."""
     try:
         result = cur.execute(report.sql, bound)
+        return ReportResult(
+            columns=[d[0] for d in result.description or []], rows=result.fetchall()
+        )
+    except duckdb.OutOfMemoryException:
+        raise
     except _RESOURCE_ERRORS as exc:
         raise ReportFailed(f"report {report.name!r} failed: {first_line(exc)}") from None
     except duckdb.Error as exc:
@@ -294,8 +332,6 @@ def run_report(
         raise ReportError(
             f"report {report.name!r} failed: {str(exc).splitlines()[0]}{hint}"
         ) from None
-    columns = [d[0] for d in result.description or []]
-    return ReportResult(columns=columns, rows=result.fetchall())
 
 
 def _plain(value: Any) -> Any:

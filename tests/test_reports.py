@@ -3,8 +3,10 @@ independently from the simulator's ground truth."""
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from exporter.models import GenerationEvent
 from exporter.reports import (
     CONTEXT,
+    Report,
     ReportError,
     ReportFailed,
     ReportResult,
@@ -485,3 +488,61 @@ def test_header_without_title_is_rejected(tmp_path: Path) -> None:
     bad.write_text("-- description: no title\nSELECT 1;\n")
     with pytest.raises(ReportError, match="title"):
         parse_report(bad)
+
+
+# Too much for an 8MB pool, nothing for a 48MB one: what a report over all of a large history
+# is beside a batch of writes holding the rest of the pool.
+_HUNGRY = Report(
+    name="hungry",
+    title="Hungry",
+    description="Groups more keys than a small pool holds.",
+    sql="SELECT count(*) AS groups FROM "
+    "(SELECT i % 400000 AS k, count(*) FROM range(2000000) t(i) GROUP BY k)",
+)
+
+
+def test_a_report_that_ran_out_of_memory_is_run_again_once_the_pool_has_room(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(tmp_path / "x.duckdb")
+    try:
+        store.set_memory_limit("8MB")
+        warned = threading.Event()
+
+        class Watch(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "ran out of memory" in record.getMessage():
+                    warned.set()
+
+        watch = Watch()
+        logging.getLogger("exporter.reports").addHandler(watch)
+        try:
+            answer: list[Any] = []
+            worker = threading.Thread(
+                target=lambda: answer.append(
+                    run_report(store.cursor(), _HUNGRY, {}, retry_seconds=(5.0,))
+                )
+            )
+            worker.start()
+            assert warned.wait(30), "the first try did not run out of memory"
+            store.set_memory_limit("48MB")  # the batch beside it ended
+            worker.join(30)
+        finally:
+            logging.getLogger("exporter.reports").removeHandler(watch)
+        assert len(answer) == 1, "the worker did not return"
+        assert answer[0].rows == [(400000,)]
+        assert "trying again in 5 s" in caplog.text
+    finally:
+        store.close()
+
+
+def test_a_report_still_out_of_memory_after_its_retries_is_unavailable(tmp_path: Path) -> None:
+    store = Store(tmp_path / "x.duckdb")
+    try:
+        store.set_memory_limit("8MB")
+        with pytest.raises(ReportFailed, match="Out of Memory"):
+            run_report(store.cursor(), _HUNGRY, {}, retry_seconds=(0.01, 0.01))
+        store.set_memory_limit("48MB")
+        assert run_report(store.cursor(), _HUNGRY, {}, retry_seconds=()).rows == [(400000,)]
+    finally:
+        store.close()
