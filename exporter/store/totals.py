@@ -105,9 +105,10 @@ class Deltas:
     daily: dict[tuple[Any, ...], list[int]]
 
 
-def deltas(changes: Iterable[tuple[Copy | None, Copy]], bounds_ms: Sequence[int]) -> Deltas:
-    """The documented rule (module docstring), run by run: ``old`` is the stored copy (None
-    for a new run), ``new`` the copy replacing it."""
+def deltas(changes: Iterable[tuple[Copy, Copy]], bounds_ms: Sequence[int]) -> Deltas:
+    """The documented rule (module docstring), run by run: ``old`` is the stored copy, ``new``
+    the copy replacing it. (A new run, with no stored copy, only enters its series: see
+    ``_add_new_runs``.)"""
     runs: dict[tuple[str, ...], list[int]] = {}
     rows: dict[tuple[str, ...], list[int]] = {}
     daily: dict[tuple[Any, ...], list[int]] = {}
@@ -131,7 +132,7 @@ def deltas(changes: Iterable[tuple[Copy | None, Copy]], bounds_ms: Sequence[int]
                 series[i] += duration <= bound
         # billable and inserted rows: each series' value changes up or down
         for key in {k for k in (was.rows, now.rows) if k is not None}:
-            before = (old.billable_rows, old.inserted_rows) if old and key == was.rows else (0, 0)
+            before = (old.billable_rows, old.inserted_rows) if key == was.rows else (0, 0)
             after = (new.billable_rows, new.inserted_rows) if key == now.rows else (0, 0)
             series = rows.setdefault(key, [0, 0, 0, 0])
             for i, change in enumerate((after[0] - before[0], after[1] - before[1])):
@@ -139,7 +140,7 @@ def deltas(changes: Iterable[tuple[Copy | None, Copy]], bounds_ms: Sequence[int]
                 series[2 * i + 1] += max(-change, 0)
         # daily usage: the current truth, so simply the old copy out and the new one in
         for copy, sign in ((old, -1), (new, 1)):
-            if copy is not None and copy.finished and copy.day is not None:
+            if copy.finished and copy.day is not None:
                 day_key = (copy.project_id, copy.source_id, copy.day, copy.trigger, copy.status)
                 day = daily.setdefault(day_key, [0, 0, 0])
                 day[0] += sign
@@ -179,8 +180,8 @@ class _Series(NamedTuple):
 _NONE = _Series(None, None, None)
 
 
-def _series(copy: Copy | None) -> _Series:
-    if copy is None or not copy.finished:
+def _series(copy: Copy) -> _Series:
+    if not copy.finished:
         return _NONE
     run = (copy.project_id, copy.source_id, copy.trigger, copy.status)
     observed = run if copy.duration_ms is not None else None
