@@ -247,8 +247,9 @@ def upsert_rates(
     invocation are measured half an hour apart, and this ratio is not moved by what the
     machine did in between."""
     pages = [
-        (
-            (state.project.id, state.id),
+        PageIn(
+            state.project.id,  # type: ignore[arg-type]
+            state.id,
             parse_event_page(json.dumps(world.page(state, 200))).events,
         )
         for state in list(world.sources.values())[:sources]
@@ -258,20 +259,17 @@ def upsert_rates(
     try:
         for _ in range(rounds):
             at = datetime.now(UTC)
-            backfill, new = [], []
-            for key, events in pages:
-                backfill.append(
-                    PageIn(*key, [e.model_copy(update={"id": uuid4()}) for e in events])  # type: ignore[arg-type]
-                )
-                shift = at - max(e.queued_at for e in events)
+            backfill, new = _renamed(pages), []
+            for page in pages:
+                shift = at - max(e.queued_at for e in page.events)
                 fresh = [
                     e.model_copy(
                         update={"id": uuid4()}
                         | {t: getattr(e, t) + shift for t in _TIMES if getattr(e, t) is not None}
                     )
-                    for e in events
+                    for e in page.events
                 ]
-                new.append(PageIn(*key, fresh))  # type: ignore[arg-type]
+                new.append(PageIn(page.project_id, page.source_id, fresh))
             new_rates.append(_write_rate(store, new))
             new_store_rates.append(_write_rate(new_store, _renamed(new)))
             backfill_rates.append(_write_rate(store, backfill))
