@@ -16,13 +16,10 @@ line asks the ``/reports`` page to draw the result (see :class:`ChartSpec`).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -40,8 +37,6 @@ from exporter.store.totals import calendar_timezone
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("table", "csv", "json")
-SQL_FORMATS = (*FORMATS, "parquet")
 _HEADER = re.compile(r"^--\s*(title|description|param|chart):\s*(.*)$")
 _PARAM = re.compile(r"^(\w+)\s+(int|float|str|date|bool|tz)\s*=\s*([^|]*?)\s*(?:\|\s*(.*))?$")
 _RELATIVE = re.compile(r"^today(?:-(\d+))?$")
@@ -57,8 +52,9 @@ class ReportFailed(Unavailable):
 
 
 # DuckDB's errors that say the database could not do it now, as opposed to a report it
-# cannot bind or parse. Running out of memory is one too, tried again first (run_report).
+# cannot bind or parse.
 _RESOURCE_ERRORS = (
+    duckdb.OutOfMemoryException,
     duckdb.IOException,
     duckdb.InterruptException,
     duckdb.FatalException,
@@ -198,10 +194,12 @@ class ReportResult:
     truncated: bool = False  # more rows than were kept (ad-hoc SQL's reports.sql_max_rows)
 
     def records(self) -> list[dict[str, Any]]:
-        return [{c: _plain(v) for c, v in zip(self.columns, row, strict=True)} for row in self.rows]
+        return [
+            {c: plain_value(v) for c, v in zip(self.columns, row, strict=True)} for row in self.rows
+        ]
 
     def to_json(self) -> dict[str, Any]:
-        rows = [[_plain(v) for v in r] for r in self.rows]
+        rows = [[plain_value(v) for v in r] for r in self.rows]
         return {"columns": self.columns, "rows": rows, "truncated": self.truncated}
 
     @classmethod
@@ -212,7 +210,7 @@ class ReportResult:
     def plain(self) -> ReportResult:
         """The same values as JSON carries them (text times, float decimals): what a result
         read over HTTP holds, so both ways render alike."""
-        rows = [tuple(_plain(v) for v in r) for r in self.rows]
+        rows = [tuple(plain_value(v) for v in r) for r in self.rows]
         return ReportResult(self.columns, rows, self.truncated)
 
 
@@ -280,10 +278,9 @@ CONTEXT = ("calendar_tz",)
 _CONTEXT = re.compile(r"\$calendar_tz\b")
 
 
-# Pauses before a report that ran out of memory is run again. The pool is shared with the
-# polls' writes, and a batch holds its part of it for as long as it writes: at 100 million
-# stored runs `duration_percentiles` over all of history needs about half of the 48MB pool, and
-# beside a batch it can find less. What a report cannot get after these is a 503.
+# Pauses before a report that ran out of memory runs again: the pool is shared with the polls'
+# writes, and beside a batch `duration_percentiles` over all of 100 million stored runs (about
+# half of the 48MB pool) can find too little. What a report cannot get after these is a 503.
 RETRY_SECONDS = (1.0, 2.0)
 
 
@@ -299,7 +296,7 @@ def run_report(
         bound["calendar_tz"] = calendar_timezone(cur)
     for pause in retry_seconds:
         try:
-            return _execute(cur, report, bound)
+            return _execute(cur, report, bound, retrying=True)
         except duckdb.OutOfMemoryException as exc:
             log.warning(
                 "report %r ran out of memory (%s); trying again in %g s",
@@ -308,22 +305,21 @@ def run_report(
                 pause,
             )
             time.sleep(pause)
-    try:
-        return _execute(cur, report, bound)
-    except duckdb.OutOfMemoryException as exc:
-        raise ReportFailed(f"report {report.name!r} failed: {first_line(exc)}") from None
+    return _execute(cur, report, bound)
 
 
-def _execute(cur: duckdb.DuckDBPyConnection, report: Report, bound: dict[str, Any]) -> ReportResult:
-    """One try; running out of memory is left to the caller, which may try again."""
+def _execute(
+    cur: duckdb.DuckDBPyConnection, report: Report, bound: dict[str, Any], retrying: bool = False
+) -> ReportResult:
+    """One try; ``retrying`` leaves running out of memory to the caller, to try again."""
     try:
         result = cur.execute(report.sql, bound)
         return ReportResult(
             columns=[d[0] for d in result.description or []], rows=result.fetchall()
         )
-    except duckdb.OutOfMemoryException:
-        raise
     except _RESOURCE_ERRORS as exc:
+        if retrying and isinstance(exc, duckdb.OutOfMemoryException):
+            raise
         raise ReportFailed(f"report {report.name!r} failed: {first_line(exc)}") from None
     except duckdb.Error as exc:
         hint = ""
@@ -334,7 +330,7 @@ def _execute(cur: duckdb.DuckDBPyConnection, report: Report, bound: dict[str, An
         ) from None
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -344,62 +340,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, timedelta):
         return value.total_seconds()
     return value
-
-
-def render(result: ReportResult, fmt: str, title: str = "") -> str:
-    if fmt == "json":
-        return json.dumps(result.records(), indent=2) + "\n"
-    if fmt == "csv":
-        return to_csv(result.columns, ([_plain(v) for v in row] for row in result.rows))
-    return _table(result, title)
-
-
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def to_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """CSV for people who open it in a spreadsheet: a text cell that a spreadsheet would run as
-    a formula (an upstream error message starting with "=") gets a leading apostrophe (OWASP's
-    advice on CSV injection). Numbers are written as they are."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(
-            "'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v for v in row
-        )
-    return out.getvalue()
-
-
-def write_parquet(result: ReportResult, path: Path) -> None:
-    """The result as a Parquet file, columns typed from their values."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    arrays = [pa.array([row[i] for row in result.rows]) for i in range(len(result.columns))]
-    pq.write_table(pa.Table.from_arrays(arrays, names=result.columns), path)
-
-
-def _table(result: ReportResult, title: str) -> str:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title or None)
-    for column in result.columns:
-        table.add_column(column)
-    for row in result.rows:
-        table.add_row(*("" if v is None else str(_plain(v)) for v in row))
-    console = Console(file=io.StringIO(), width=200, record=True)
-    console.print(table)
-    return console.export_text()
-
-
-def describe(reports: Sequence[ReportInfo]) -> str:
-    lines = []
-    for r in reports:
-        lines.append(f"{r.name:<22} {r.title}")
-        if r.description:
-            lines.append(f"{'':<22} {r.description}")
-        for p in r.params:
-            lines.append(f"{'':<22}   --param {p.name}={p.default}  ({p.type}) {p.help}".rstrip())
-    return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.models import GenerationEvent
+from exporter.report_output import render
 from exporter.reports import (
     CONTEXT,
     Report,
@@ -28,7 +29,6 @@ from exporter.reports import (
     ReportResult,
     load_reports,
     parse_report,
-    render,
     run_report,
 )
 from exporter.store import Store

@@ -14,7 +14,7 @@ from exporter.access import open_data
 from exporter.cli.common import config_option, fail, handled, main
 from exporter.data import Data
 from exporter.errors import ExporterError
-from exporter.reports import FORMATS, SQL_FORMATS, describe, render, write_parquet
+from exporter.report_output import FORMATS, SQL_FORMATS, describe, render, write_parquet
 
 
 @main.command()

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.reports import ChartSpec, ReportResult, to_csv
+from exporter.report_output import to_csv
+from exporter.reports import ChartSpec, ReportResult
 
 OTHER = "other"
 Cell = str | int | float | None

@@ -26,14 +26,8 @@ from exporter.errors import ExporterError
 from exporter.pages.figures import Chart, Table, chart_from
 from exporter.pages.period import PRESETS, PageInputError, Period, parse_period
 from exporter.pages.usage import FIGURES, Catalog, Filters, Usage
-from exporter.reports import (
-    ChartSpec,
-    Report,
-    ReportError,
-    ReportResult,
-    load_reports,
-    render,
-)
+from exporter.report_output import render
+from exporter.reports import ChartSpec, Report, ReportError, ReportResult, load_reports
 
 STATIC = Path(__file__).parent / "static"
 MAX_AXIS_DAYS = 3660  # a longer day axis is left to the data: filling it would be unreadable
