@@ -25,7 +25,7 @@ from exporter.simulator.runs import Identity, RunSpec, corrupt, iso, lognormal, 
 from exporter.simulator.scenario import Scenario, SimProject, SimSource, stable_uuid
 
 REQUEST_LOG = 1_000_000
-SETTLED_RUNS = 250_000  # runs kept rendered: a benchmark's 1,000 sources of 200
+SETTLED_RUNS = 250_000  # runs each cache keeps (specs, bodies): a benchmark's 1,000 sources of 200
 
 
 def _dumps(event: dict[str, Any]) -> str:

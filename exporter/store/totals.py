@@ -58,8 +58,7 @@ class Rollups:
         return f"[{parts}]::BIGINT[]"
 
 
-# The changed runs of ``staged`` (see ``ingest``) that had a stored copy: keys as text, the day
-# in the billing calendar.
+# Changed runs of ``staged`` (see ``ingest``) with a stored copy; keys as text, billing days.
 _CHANGES = """
 SELECT project_id::VARCHAR, source_id::VARCHAR, trigger, status, is_finished,
        CAST(timezone($tz, finished_at) AS DATE), duration_ms, billable_rows, total_inserted_rows,
