@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 from prometheus_client import CollectorRegistry
 
+from exporter import heap
 from exporter.budget import Budgets
 from exporter.client import SynthbrewClient
 from exporter.config import Config, ConfigError
@@ -232,7 +233,7 @@ async def open_exporter(config: Config) -> AsyncIterator[Exporter]:
 
 
 async def collect(config: Config, on_done: Callable[[PollResult], object]) -> list[PollResult]:
-    async with open_exporter(config) as exporter:
+    async with heap.trimmed(), open_exporter(config) as exporter:
         return await poll_all(exporter.poller, exporter.targets, on_done)
 
 
@@ -253,7 +254,7 @@ async def run(
     on_reload_signal(lambda: log.warning("SIGHUP while starting: ignored, send it again"))
     sock = bind(config.server.listen)
     try:
-        async with open_exporter(config) as exporter:
+        async with heap.trimmed(), open_exporter(config) as exporter:
             if reload is not None:
                 _reload_on_hup(exporter, reload)
             exporter.stats.watch_loop(asyncio.get_running_loop())
