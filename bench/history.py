@@ -233,7 +233,7 @@ _TIMES = ("queued_at", "started_at", "finished_at", "created_at", "updated_at")
 
 
 def upsert_rates(
-    db: Path, world: World, new_db: Path, sources: int = 200, rounds: int = 5
+    db: Path, world: World, new_db: Path, sources: int = 200, rounds: int = 9
 ) -> tuple[float, float, float]:
     """Events per second of the store alone writing runs it has never seen, 64 pages of 200 per
     transaction as the exporter's ingest queue batches a burst: ``new`` runs, queued after
