@@ -5,8 +5,9 @@ arenas and returns only what sits at the top of one. A checkpoint or a batch tha
 of MB leaves its arena holding them, in scattered free pages, for the life of the process. With
 100 million stored runs the real ``run`` grew from 240 to 280 MB in its first minutes of polling
 while DuckDB's own memory stayed at 25 MB; calling ``malloc_trim`` every 5 s, which also releases
-the free pages inside arenas, kept it at 240 MB (diagnostics on a 2-core machine). Cube Store and
-Lighthouse trim the same way. A C library without ``malloc_trim`` (musl, macOS) is left alone.
+the free pages inside arenas, kept it at 240 MB (diagnostics on a 2-core machine). Cube Store calls
+it after large work for the same reason. A C library without ``malloc_trim`` (musl, macOS)
+is left alone.
 """
 
 from __future__ import annotations
