@@ -48,9 +48,9 @@ def trim() -> bool:
     return _MALLOC_TRIM is not None and _MALLOC_TRIM(0) == 1
 
 
-async def keep_trimmed(seconds: float = TRIM_SECONDS) -> None:
+async def _keep_trimmed(seconds: float) -> None:
     """Trim every ``seconds`` until cancelled; nothing where the C library cannot."""
-    if _MALLOC_TRIM is None:
+    if not can_trim():
         return
     while True:
         await asyncio.sleep(seconds)
@@ -60,7 +60,7 @@ async def keep_trimmed(seconds: float = TRIM_SECONDS) -> None:
 @asynccontextmanager
 async def trimmed(seconds: float = TRIM_SECONDS) -> AsyncIterator[None]:
     """Trim every ``seconds`` while the block runs."""
-    task = asyncio.create_task(keep_trimmed(seconds), name="trim")
+    task = asyncio.create_task(_keep_trimmed(seconds), name="trim")
     try:
         yield
     finally:
